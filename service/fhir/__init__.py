@@ -1,0 +1,1 @@
+"""Everything that knows FHIR wire formats: parsing, dates, references, local and server sources."""

@@ -1,0 +1,153 @@
+"""Local sources: a Bundle of any type, a folder of Bundles, or Bulk Data NDJSON files.
+
+The same PatientRecords a FHIR server gives, for demos, tests and sites that hand over extracts.
+A file that cannot be read at all stops the screen with a SourceError naming the file; a single
+bad line of an NDJSON file is reported and skipped, so one bad resource never fails a population.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.fhir.record import (
+    CLINICAL_TYPES,
+    PatientRecord,
+    Resource,
+    subject_reference,
+    type_and_id,
+)
+
+KEPT_TYPES = frozenset({"Patient", "Medication", *CLINICAL_TYPES})
+
+
+class SourceError(Exception):
+    """A local source that cannot be read; the message names the file and the problem."""
+
+
+@dataclass
+class LocalSource:
+    """Reads every resource under `path`, then hands out one PatientRecord per Patient."""
+
+    path: Path
+    problems: list[str] = field(default_factory=list)
+
+    def files(self) -> list[Path]:
+        if not self.path.exists():
+            raise SourceError(f"{self.path}: no such file or folder")
+        if self.path.is_file():
+            return [self.path]
+        found = sorted(
+            p for p in self.path.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".ndjson") and not p.name.endswith(".expected.json")
+        )  # fmt: skip
+        if not found:
+            raise SourceError(f"{self.path}: no .json or .ndjson files in this folder")
+        return found
+
+    def records(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientRecord]:
+        wanted = set(patient_ids) if patient_ids else None
+        patients: dict[str, PatientRecord] = {}
+        pending: list[tuple[Resource, str | None]] = []
+        full_url_to_patient: dict[str, str] = {}
+        medications: dict[str, Resource] = {}
+        for resource, full_url in self._resources():
+            resource_type = resource.get("resourceType")
+            if resource_type == "Patient":
+                patient_id = resource.get("id")
+                if not isinstance(patient_id, str):
+                    self.problems.append(
+                        f"{full_url or 'a Patient'}: Patient without an id, skipped"
+                    )
+                    continue
+                record = patients.setdefault(
+                    patient_id, PatientRecord(patient_id, medications=medications)
+                )
+                record.add(resource)
+                if full_url:
+                    full_url_to_patient[full_url] = patient_id
+            elif resource_type == "Medication":
+                PatientRecord("", medications=medications).add_medication(resource, full_url)
+            elif resource_type in KEPT_TYPES:
+                pending.append((resource, full_url))
+        for resource, _full_url in pending:
+            patient_id = _patient_of(resource, full_url_to_patient)
+            if patient_id is not None and patient_id in patients:
+                patients[patient_id].add(resource)
+        for patient_id, record in patients.items():
+            if wanted is None or patient_id in wanted:
+                yield record
+        if wanted:
+            for missing in sorted(wanted - patients.keys()):
+                self.problems.append(f"{self.path}: no Patient with id {missing!r}")
+
+    def _resources(self) -> Iterator[tuple[Resource, str | None]]:
+        for file in self.files():
+            if file.suffix == ".ndjson":
+                yield from self._ndjson(file)
+            else:
+                yield from _bundle_or_resource(file, _read_json(file))
+
+    def _ndjson(self, file: Path) -> Iterator[tuple[Resource, str | None]]:
+        try:
+            handle = file.open(encoding="utf-8")
+        except OSError as exc:
+            raise SourceError(f"{file}: cannot be opened ({exc.strerror})") from exc
+        with handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    resource = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    self.problems.append(
+                        f"{file} line {number}: not valid JSON ({exc.msg}), skipped"
+                    )
+                    continue
+                if not isinstance(resource, dict) or "resourceType" not in resource:
+                    self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
+                    continue
+                yield resource, None
+
+
+def _read_json(file: Path) -> Any:
+    try:
+        with file.open(encoding="utf-8") as handle:
+            return json.load(handle)
+    except json.JSONDecodeError as exc:
+        raise SourceError(
+            f"{file}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})"
+        ) from exc
+    except UnicodeDecodeError as exc:
+        raise SourceError(f"{file}: not UTF-8 text") from exc
+    except OSError as exc:
+        raise SourceError(f"{file}: cannot be read ({exc.strerror})") from exc
+
+
+def _bundle_or_resource(file: Path, document: Any) -> Iterator[tuple[Resource, str | None]]:
+    if not isinstance(document, dict) or not isinstance(document.get("resourceType"), str):
+        raise SourceError(f"{file}: not a FHIR resource or Bundle (no resourceType)")
+    if document["resourceType"] != "Bundle":
+        yield document, None
+        return
+    for entry in document.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            continue  # e.g. a delete entry of a transaction: nothing to screen
+        full_url = entry.get("fullUrl")
+        yield resource, full_url if isinstance(full_url, str) else None
+
+
+def _patient_of(resource: Resource, full_url_to_patient: dict[str, str]) -> str | None:
+    reference = subject_reference(resource)
+    if reference is None:
+        return None
+    if reference in full_url_to_patient:
+        return full_url_to_patient[reference]
+    tail = type_and_id(reference)
+    if tail and tail.startswith("Patient/"):
+        return tail.split("/", 1)[1]
+    return None

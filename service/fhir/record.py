@@ -1,0 +1,104 @@
+"""A patient's FHIR data as the screener receives it, whatever the source (files or a server).
+
+Resources stay raw dicts here: selecting by type and code on raw data before building any model
+keeps a Synthea-sized record (thousands of resources) cheap to screen.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Resource = dict[str, Any]
+
+# The resource types the rules read (fhir-contract.md "Reading").
+CLINICAL_TYPES = (
+    "Observation",
+    "Condition",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "Procedure",
+)
+
+
+@dataclass
+class PatientRecord:
+    """One patient's resources, grouped by type, plus the Medications their references can reach."""
+
+    patient_id: str
+    patient: Resource | None = None
+    resources: dict[str, list[Resource]] = field(default_factory=dict)
+    medications: dict[str, Resource] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def of_type(self, resource_type: str) -> list[Resource]:
+        return self.resources.get(resource_type, [])
+
+    def add(self, resource: Resource, full_url: str | None = None) -> None:
+        """Add a resource; Medications are indexed for reference resolution."""
+        resource_type = resource.get("resourceType")
+        if resource_type == "Patient":
+            self.patient = resource
+        elif resource_type == "Medication":
+            self.add_medication(resource, full_url)
+        elif isinstance(resource_type, str):
+            self.resources.setdefault(resource_type, []).append(resource)
+
+    def add_medication(self, medication: Resource, full_url: str | None = None) -> None:
+        for key in medication_keys(medication, full_url):
+            self.medications[key] = medication
+
+    def resolve_medication(self, reference: str, container: Resource) -> Resource | None:
+        """The Medication a `medicationReference.reference` points to: contained, or known here."""
+        if reference.startswith("#"):
+            for contained in container.get("contained") or []:
+                if isinstance(contained, dict) and contained.get("id") == reference[1:]:
+                    return contained
+            return None
+        if reference in self.medications:
+            return self.medications[reference]
+        tail = type_and_id(reference)
+        return self.medications.get(tail) if tail else None
+
+    def resource_count(self) -> int:
+        return sum(len(items) for items in self.resources.values())
+
+
+def medication_keys(medication: Resource, full_url: str | None) -> Iterable[str]:
+    if full_url:
+        yield full_url
+    if isinstance(medication.get("id"), str):
+        yield f"Medication/{medication['id']}"
+
+
+def type_and_id(reference: str) -> str | None:
+    """'Type/id' from a relative or absolute reference ('http://x/fhir/Patient/1/_history/2')."""
+    parts = reference.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return f"{parts[-2]}/{parts[-1]}"
+    return None
+
+
+def versioned_reference(resource: Resource) -> str:
+    """'Observation/77/_history/2' where the version is known, else 'Observation/77'."""
+    resource_type = resource.get("resourceType", "Resource")
+    resource_id = resource.get("id")
+    if not isinstance(resource_id, str):
+        return f"{resource_type}/(no id)"
+    version = (resource.get("meta") or {}).get("versionId")
+    if isinstance(version, str) and version:
+        return f"{resource_type}/{resource_id}/_history/{version}"
+    return f"{resource_type}/{resource_id}"
+
+
+def subject_reference(resource: Resource) -> str | None:
+    """The reference to the patient a clinical resource is about."""
+    for key in ("subject", "patient"):
+        value = resource.get(key)
+        if isinstance(value, dict) and isinstance(value.get("reference"), str):
+            return str(value["reference"])
+    return None

@@ -1,0 +1,1 @@
+"""The screening engine: FHIR facts in, a MEDCARE eligibility result out. No HTTP, no files."""

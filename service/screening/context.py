@@ -1,0 +1,53 @@
+"""What every criterion function receives: the facts, the mappings and the day of the screen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from service.fhir.dates import FhirDay
+from service.mapping.model import Mappings, Parameters
+from service.screening.facts import ClinicalFact, PatientFacts
+
+
+@dataclass
+class Context:
+    facts: PatientFacts
+    mappings: Mappings
+    as_of: date
+    # computed once and shared by the criteria that need it (lesions, medication timing)
+    cache: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def params(self) -> Parameters:
+        return self.mappings.parameters
+
+    def window_start(self, days: int) -> date:
+        return self.as_of - timedelta(days=days)
+
+    def in_window(self, day: FhirDay | None, days: int) -> bool:
+        """Inside the inclusive window counting back `days` days from as_of."""
+        return day is not None and self.window_start(days) <= day.earliest <= self.as_of
+
+
+def most_recent_first(facts: list[ClinicalFact]) -> list[ClinicalFact]:
+    """Newest first; undated last; ties broken by reference so results are deterministic."""
+    return sorted(
+        facts,
+        key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference),
+        reverse=True,
+    )
+
+
+def fmt_number(value: float) -> str:
+    """20 -> '20', 1.2 -> '1.2', 34.61 -> '34.61' (no float noise such as 34.610000000000003)."""
+    if float(value).is_integer():
+        return str(int(value))
+    return f"{value:.6g}" if abs(value) < 1e6 else f"{value:.1f}"
+
+
+def join_names(items: list[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]

@@ -1,0 +1,1 @@
+"""One function per criterion id of criteria.md §3, each (Context) -> Decision."""

@@ -1,0 +1,77 @@
+"""age, sex and deceased: read from the Patient resource."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from service.screening.context import Context
+from service.screening.result import Decision, Evidence, Result
+
+ADULT_AGE = 18
+
+
+def _age_on(born: date, day: date) -> int:
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def _patient_evidence(ctx: Context, summary: str) -> tuple[Evidence, ...]:
+    return (Evidence(ctx.facts.patient.reference, summary),)
+
+
+def age(ctx: Context) -> Decision:
+    patient = ctx.facts.patient
+    if patient.problem:
+        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; age cannot be read.")
+    birth = patient.birth
+    if birth is None:
+        text = "No birth date recorded" if patient.birth_text is None else "Birth date unreadable"
+        return Decision(Result.UNKNOWN, f"{text}; age unknown.", _patient_evidence(ctx, "Patient"))
+    youngest = _age_on(birth.latest, ctx.as_of)
+    oldest = _age_on(birth.earliest, ctx.as_of)
+    shown = f"{youngest}" if youngest == oldest else f"{youngest} to {oldest}"
+    evidence = _patient_evidence(ctx, f"birth date {birth.text}")
+    partial = "" if birth.is_exact else f" (birth date recorded only as {birth.text})"
+    head = f"Age {shown} on {ctx.as_of}{partial}"
+    if youngest >= ADULT_AGE:
+        return Decision(Result.MET, f"{head}: at least {ADULT_AGE}.", evidence)
+    if oldest < ADULT_AGE:
+        return Decision(Result.NOT_MET, f"{head}: under {ADULT_AGE}.", evidence)
+    return Decision(Result.UNKNOWN, f"{head}: may be under {ADULT_AGE}; review.", evidence)
+
+
+def sex(ctx: Context) -> Decision:
+    patient = ctx.facts.patient
+    if patient.problem:
+        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; sex cannot be read.")
+    gender = patient.gender
+    evidence = _patient_evidence(ctx, f"administrative gender {gender or 'not recorded'}")
+    if gender == "male":
+        return Decision(Result.MET, "Administrative gender is male.", evidence)
+    if gender is None:
+        return Decision(Result.UNKNOWN, "Administrative gender not recorded; review.", evidence)
+    reason = (
+        f"Administrative gender is recorded as {gender!r}; a person must check "
+        "(a prostate cancer patient may be recorded otherwise)."
+    )
+    return Decision(Result.UNKNOWN, reason, evidence)
+
+
+def deceased(ctx: Context) -> Decision:
+    patient = ctx.facts.patient
+    if patient.problem:
+        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; vital status unknown.")
+    if patient.deceased_flag is True:
+        return Decision(
+            Result.MET, "Patient is recorded as deceased.", _patient_evidence(ctx, "deceased")
+        )
+    day = patient.deceased_day
+    if day is None:
+        return Decision(Result.NOT_MET, "No death recorded.")
+    evidence = _patient_evidence(ctx, f"deceased {day}")
+    if day.latest <= ctx.as_of:
+        return Decision(Result.MET, f"Patient died on {day}, on or before {ctx.as_of}.", evidence)
+    if day.earliest > ctx.as_of:
+        return Decision(Result.NOT_MET, f"Death recorded on {day}, after {ctx.as_of}.", evidence)
+    return Decision(
+        Result.UNKNOWN, f"Death recorded as {day}: may be before {ctx.as_of}; review.", evidence
+    )

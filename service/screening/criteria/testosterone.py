@@ -1,0 +1,130 @@
+"""castrate-testosterone and testosterone-above-castrate: the same measurement, two questions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.screening.context import Context, join_names, most_recent_first
+from service.screening.facts import ClinicalFact
+from service.screening.result import Decision, Result
+from service.screening.units import (
+    Measured,
+    UnreadableValue,
+    is_above_castrate,
+    is_castrate,
+    read_measurement,
+)
+
+
+@dataclass
+class TestosteroneFinding:
+    """The most recent total testosterone within the window, and what was passed over."""
+
+    latest: ClinicalFact | None = None
+    measured: Measured | None = None
+    problem: str | None = None
+    last_outside_window: ClinicalFact | None = None
+    passed_over: list[str] = field(default_factory=list)
+
+
+def find_testosterone(ctx: Context) -> TestosteroneFinding:
+    if "testosterone" in ctx.cache:
+        cached: TestosteroneFinding = ctx.cache["testosterone"]
+        return cached
+    finding = TestosteroneFinding()
+    days = ctx.params.testosterone_window_days
+    for fact in most_recent_first(ctx.facts.observations_of("testosterone-not-total")):
+        if ctx.in_window(fact.day, days) and not fact.has("testosterone-total"):
+            finding.passed_over.append(f"{fact.label} on {fact.day} is not total testosterone")
+    for fact in most_recent_first(ctx.facts.observations_of("testosterone-total")):
+        if fact.status not in ctx.params.observation_statuses_used:
+            if ctx.in_window(fact.day, days):
+                finding.passed_over.append(f"a {fact.status} result on {fact.day} was not used")
+            continue
+        if not ctx.in_window(fact.day, days):
+            if finding.last_outside_window is None:
+                finding.last_outside_window = fact
+            continue
+        try:
+            measured = read_measurement(fact.resource, ctx.mappings)
+        except UnreadableValue as exc:
+            finding.latest, finding.problem = fact, str(exc)
+            break
+        if measured is None:
+            finding.passed_over.append(f"a result on {fact.day} has no value")
+            continue
+        finding.latest, finding.measured = fact, measured
+        if measured.ng_dl is None:
+            finding.problem = f"unit {measured.unit!r} cannot be converted to ng/dL"
+        break
+    ctx.cache["testosterone"] = finding
+    return finding
+
+
+def _describe_latest(finding: TestosteroneFinding) -> str:
+    assert finding.latest is not None
+    fact = finding.latest
+    value = finding.measured.describe() if finding.measured else "a value"
+    text = f"Total testosterone {value} on {fact.day}"
+    if finding.measured and finding.measured.unit_from == "unit":
+        text += " (unit read from the 'unit' text because the UCUM code is absent)"
+    return text
+
+
+def _context_notes(finding: TestosteroneFinding) -> str:
+    notes = f" Also seen: {join_names(finding.passed_over)}." if finding.passed_over else ""
+    return notes
+
+
+def _no_result(ctx: Context, finding: TestosteroneFinding) -> str:
+    days = ctx.params.testosterone_window_days
+    text = f"No final total testosterone within {days} days before {ctx.as_of}"
+    if finding.last_outside_window is not None:
+        text += f"; the last one was on {finding.last_outside_window.day}"
+    return text + "." + _context_notes(finding)
+
+
+def castrate_testosterone(ctx: Context) -> Decision:
+    finding = find_testosterone(ctx)
+    threshold = ctx.params.castrate_ng_dl
+    days = ctx.params.testosterone_window_days
+    limit = f"{threshold:g} ng/dL"
+    if finding.latest is None:
+        evidence = (finding.last_outside_window.evidence,) if finding.last_outside_window else ()
+        return Decision(Result.UNKNOWN, _no_result(ctx, finding), evidence)
+    evidence = (finding.latest.evidence,)
+    head = f"{_describe_latest(finding)} (most recent within {days} days)"
+    if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
+        reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
+        return Decision(Result.UNKNOWN, reason, evidence)
+    castrate = is_castrate(finding.measured, threshold)
+    if castrate is None:
+        reason = f"{head} does not show whether it is below {limit}; review."
+        return Decision(Result.UNKNOWN, reason + _context_notes(finding), evidence)
+    if castrate:
+        return Decision(Result.MET, f"{head}, below {limit}." + _context_notes(finding), evidence)
+    reason = f"{head}, not below {limit}: not castrate." + _context_notes(finding)
+    return Decision(Result.NOT_MET, reason, evidence)
+
+
+def testosterone_above_castrate(ctx: Context) -> Decision:
+    finding = find_testosterone(ctx)
+    threshold = ctx.params.castrate_ng_dl
+    days = ctx.params.testosterone_window_days
+    limit = f"{threshold:g} ng/dL"
+    if finding.latest is None:
+        return Decision(Result.NOT_MET, _no_result(ctx, finding))
+    evidence = (finding.latest.evidence,)
+    head = f"{_describe_latest(finding)} (most recent within {days} days)"
+    if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
+        reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
+        return Decision(Result.UNKNOWN, reason, evidence)
+    above = is_above_castrate(finding.measured, threshold)
+    if above is None:
+        reason = f"{head} does not show whether it is above {limit}; review."
+        return Decision(Result.UNKNOWN, reason + _context_notes(finding), evidence)
+    if above:
+        return Decision(Result.MET, f"{head}, above {limit}." + _context_notes(finding), evidence)
+    return Decision(
+        Result.NOT_MET, f"{head}, not above {limit}." + _context_notes(finding), evidence
+    )

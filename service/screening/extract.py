@@ -1,0 +1,339 @@
+"""FHIR record -> PatientFacts: select by code on raw data, validate only what a rule will read.
+
+Everything dated after `as_of`, entered in error, or refuted is set aside here (with the reason
+kept, so reasons can mention it) and never reaches a rule: a screen "as of" a past date sees
+only what was knowable then (criteria.md §3).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date
+from typing import Any
+
+from service.fhir.dates import FhirDay, parse_fhir_day
+from service.fhir.models import UnreadableResource, validate_resource
+from service.fhir.record import PatientRecord, Resource, versioned_reference
+from service.mapping.model import Mappings, codings_of, normalize_code, texts_of
+from service.screening.concepts import (
+    CONDITION_CONCEPTS,
+    OBSERVATION_CONCEPTS,
+    PROCEDURE_CONCEPTS,
+    ConceptIndex,
+    malignancy_by_name,
+)
+from service.screening.facts import (
+    ClinicalFact,
+    Demographics,
+    DrugMatch,
+    MedicationFact,
+    PatientFacts,
+    Unreadable,
+)
+from service.screening.result import Evidence
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+MEDICATION_CONCEPT = "medication"
+PATIENT_CONCEPT = "patient"
+REQUEST_INTENTS_USED = {"order", "plan", "original-order"}
+_DEPOT_RE = re.compile(r"(\d+)[\s-]*(?:month|mo)\b", re.IGNORECASE)
+
+
+class FactExtractor:
+    """Built once per Mappings; turns each PatientRecord into PatientFacts for one `as_of`."""
+
+    def __init__(self, mappings: Mappings) -> None:
+        self.mappings = mappings
+        self.observation_index = ConceptIndex.build(mappings, OBSERVATION_CONCEPTS)
+        self.condition_index = ConceptIndex.build(mappings, CONDITION_CONCEPTS)
+        self.procedure_index = ConceptIndex.build(mappings, PROCEDURE_CONCEPTS)
+        catalogue = mappings.medications
+        self._rxnorm: dict[str, list[Any]] = {}
+        self._atc: dict[str, list[Any]] = {}
+        for drug in catalogue.drugs:
+            for code in drug.rxnorm:
+                self._rxnorm.setdefault(code, []).append(drug)
+            for code in drug.atc:
+                self._atc.setdefault(code, []).append(drug)
+
+    def extract(self, record: PatientRecord, as_of: date) -> PatientFacts:
+        facts = PatientFacts(patient=self._demographics(record))
+        for resource in record.of_type("Observation"):
+            self._clinical(facts, facts.observations, resource, as_of, self._observation_concepts)
+        for resource in record.of_type("Condition"):
+            self._clinical(facts, facts.conditions, resource, as_of, self._condition_concepts)
+        for resource in record.of_type("Procedure"):
+            self._clinical(facts, facts.procedures, resource, as_of, self._procedure_concepts)
+        for resource_type in MEDICATION_TYPES:
+            for resource in record.of_type(resource_type):
+                self._medication(facts, record, resource, as_of)
+        return facts
+
+    # -- patient ---------------------------------------------------------------------------
+
+    def _demographics(self, record: PatientRecord) -> Demographics:
+        reference = f"Patient/{record.patient_id}"
+        patient = record.patient
+        if patient is None:
+            return Demographics(reference, None, None, None, None, None, "no Patient resource")
+        reference = versioned_reference(patient)
+        try:
+            validate_resource(patient)
+        except UnreadableResource as exc:
+            return Demographics(reference, None, None, None, None, None, f"unreadable: {exc}")
+        birth_text = patient.get("birthDate")
+        deceased_flag = patient.get("deceasedBoolean")
+        return Demographics(
+            reference=reference,
+            gender=patient.get("gender"),
+            birth=parse_fhir_day(birth_text),
+            birth_text=birth_text if isinstance(birth_text, str) else None,
+            deceased_flag=deceased_flag if isinstance(deceased_flag, bool) else None,
+            deceased_day=parse_fhir_day(patient.get("deceasedDateTime")),
+        )
+
+    # -- observations, conditions, procedures ----------------------------------------------
+
+    def _observation_concepts(self, resource: Resource) -> frozenset[str]:
+        return self.observation_index.concepts_of(resource.get("code"))
+
+    def _condition_concepts(self, resource: Resource) -> frozenset[str]:
+        code = resource.get("code")
+        found = self.condition_index.concepts_of(code)
+        return found or malignancy_by_name(self.mappings, code)
+
+    def _procedure_concepts(self, resource: Resource) -> frozenset[str]:
+        code = resource.get("code")
+        found = set(self.procedure_index.concepts_of(code))
+        words = " ".join(texts_of(code)).casefold()
+        for concept, pattern in self.mappings.procedure_names.items():
+            if concept not in found and words and pattern.search(words):
+                found.add(concept)
+        return frozenset(found)
+
+    def _clinical(
+        self,
+        facts: PatientFacts,
+        target: list[ClinicalFact],
+        resource: Resource,
+        as_of: date,
+        concepts_of: Any,
+    ) -> None:
+        concepts: frozenset[str] = concepts_of(resource)
+        if not concepts:
+            return
+        reference = versioned_reference(resource)
+        try:
+            validate_resource(resource)
+        except UnreadableResource as exc:
+            facts.unreadable.append(Unreadable(reference, concepts, str(exc)))
+            return
+        why_ignored = _ignored_because(resource, as_of)
+        if why_ignored:
+            facts.ignored.append((reference, concepts, why_ignored))
+            return
+        day = _clinical_day(resource)
+        label = _label(resource.get("code"))
+        summary = f"{label}, {day}" if day else label
+        target.append(
+            ClinicalFact(
+                resource_type=resource["resourceType"],
+                evidence=Evidence(reference, summary),
+                day=day,
+                status=_status_of(resource),
+                concepts=concepts,
+                resource=resource,
+                label=label,
+            )
+        )
+
+    # -- medications -----------------------------------------------------------------------
+
+    def _medication(
+        self, facts: PatientFacts, record: PatientRecord, resource: Resource, as_of: date
+    ) -> None:
+        concept = resource.get("medicationCodeableConcept")
+        reference_problem = None
+        med_ref = (resource.get("medicationReference") or {}).get("reference")
+        if concept is None and isinstance(med_ref, str):
+            medication = record.resolve_medication(med_ref, resource)
+            if medication is None:
+                reference_problem = f"Medication {med_ref} could not be resolved"
+            else:
+                concept = medication.get("code")
+        drugs = self._recognise(concept)
+        reference = versioned_reference(resource)
+        if not drugs:
+            if reference_problem:
+                facts.unreadable.append(
+                    Unreadable(reference, frozenset({MEDICATION_CONCEPT}), reference_problem)
+                )
+            return
+        classes = frozenset(c for d in drugs for c in d.drug.classes)
+        try:
+            validate_resource(resource)
+        except UnreadableResource as exc:
+            facts.unreadable.append(Unreadable(reference, classes, str(exc)))
+            return
+        status = resource.get("status") if isinstance(resource.get("status"), str) else None
+        if status == "entered-in-error":
+            facts.ignored.append((reference, classes, "entered in error"))
+            return
+        intent = resource.get("intent")
+        if resource["resourceType"] == "MedicationRequest" and intent not in REQUEST_INTENTS_USED:
+            facts.ignored.append((reference, classes, f"request intent {intent!r} not used"))
+            return
+        start, end, asserted = _medication_period(resource)
+        if start is not None and start.earliest > as_of:
+            facts.ignored.append((reference, classes, f"dated after as_of ({start})"))
+            return
+        product = _label(concept)
+        when = f", from {start}" if start else ""
+        facts.medications.append(
+            MedicationFact(
+                resource_type=resource["resourceType"],
+                evidence=Evidence(
+                    reference, f"{product} ({resource['resourceType']}, {status}{when})"
+                ),
+                status=status,
+                drugs=drugs,
+                product_text=product,
+                start=start,
+                end=end,
+                asserted=asserted,
+                stated_depot_months=_stated_depot_months(concept, self.mappings),
+            )
+        )
+
+    def _recognise(self, concept: Any) -> tuple[DrugMatch, ...]:
+        """Drugs in a medication concept: listed codes first, then names (criteria.md §4b)."""
+        catalogue = self.mappings.medications
+        matches: dict[str, DrugMatch] = {}
+        for system, code in codings_of(concept):
+            normalized = normalize_code(code)
+            if system in catalogue.rxnorm_systems:
+                for drug in self._rxnorm.get(normalized, []):
+                    matches.setdefault(drug.key, DrugMatch(drug, "RxNorm", code))
+            elif system in catalogue.atc_systems:
+                for drug in self._atc.get(normalized, []):
+                    matches.setdefault(drug.key, DrugMatch(drug, "ATC", code))
+                if not matches:
+                    for prefix, drug in catalogue.atc_prefixes:
+                        if normalized.startswith(prefix):
+                            matches.setdefault(drug.key, DrugMatch(drug, "ATC class", code))
+        if matches:
+            return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
+        words = " ".join(texts_of(concept)).casefold()
+        for pattern, drug in catalogue.name_patterns if words else ():
+            found = pattern.search(words)
+            if found:
+                matches.setdefault(drug.key, DrugMatch(drug, "name", found.group(0)))
+        return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _status_of(resource: Resource) -> str | None:
+    if resource.get("resourceType") == "Condition":
+        return _first_code(resource.get("clinicalStatus"))
+    status = resource.get("status")
+    return status if isinstance(status, str) else None
+
+
+def _first_code(concept: Any) -> str | None:
+    for _system, code in codings_of(concept):
+        return code
+    return None
+
+
+def _ignored_because(resource: Resource, as_of: date) -> str | None:
+    if resource.get("status") == "entered-in-error":
+        return "entered in error"
+    if resource.get("resourceType") == "Condition":
+        verification = _first_code(resource.get("verificationStatus"))
+        if verification in ("refuted", "entered-in-error"):
+            return f"verification status {verification}"
+        recorded = parse_fhir_day(resource.get("recordedDate"))
+        if recorded is not None and recorded.earliest > as_of:
+            return f"recorded after as_of ({recorded})"
+    day = _clinical_day(resource)
+    if day is not None and day.earliest > as_of:
+        return f"dated after as_of ({day})"
+    return None
+
+
+def _clinical_day(resource: Resource) -> FhirDay | None:
+    """The clinically relevant day: when measured, when the condition began, when performed."""
+    resource_type = resource.get("resourceType")
+    if resource_type == "Observation":
+        candidates = [
+            resource.get("effectiveDateTime"),
+            (resource.get("effectivePeriod") or {}).get("start"),
+            resource.get("effectiveInstant"),
+            resource.get("issued"),
+        ]
+    elif resource_type == "Condition":
+        candidates = [
+            resource.get("onsetDateTime"),
+            (resource.get("onsetPeriod") or {}).get("start"),
+            resource.get("recordedDate"),
+        ]
+    else:
+        candidates = [
+            resource.get("performedDateTime"),
+            (resource.get("performedPeriod") or {}).get("end"),
+            (resource.get("performedPeriod") or {}).get("start"),
+        ]
+    for value in candidates:
+        day = parse_fhir_day(value)
+        if day is not None:
+            return day
+    return None
+
+
+def _medication_period(resource: Resource) -> tuple[FhirDay | None, FhirDay | None, FhirDay | None]:
+    """(start, end, asserted) of a medication record (criteria.md §4b timing)."""
+    resource_type = resource["resourceType"]
+    start = end = asserted = None
+    if resource_type in ("MedicationStatement", "MedicationAdministration"):
+        period = resource.get("effectivePeriod") or {}
+        start = parse_fhir_day(resource.get("effectiveDateTime")) or parse_fhir_day(
+            period.get("start")
+        )
+        end = parse_fhir_day(period.get("end"))
+        if resource_type == "MedicationStatement":
+            asserted = parse_fhir_day(resource.get("dateAsserted"))
+    else:
+        start = parse_fhir_day(resource.get("authoredOn"))
+    dosages = resource.get(
+        "dosageInstruction" if resource_type == "MedicationRequest" else "dosage"
+    )
+    for dosage in dosages if isinstance(dosages, list) else []:
+        bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+        start = parse_fhir_day(bounds.get("start")) or start
+        end = parse_fhir_day(bounds.get("end")) or end
+    return start, end, asserted
+
+
+def _stated_depot_months(concept: Any, mappings: Mappings) -> int | None:
+    allowed = mappings.parameters.allowed_depot_months
+    for text in texts_of(concept):
+        for match in _DEPOT_RE.finditer(text):
+            months = int(match.group(1))
+            if months in allowed:
+                return months
+    return None
+
+
+def _label(concept: Any) -> str:
+    """A short human label for a code: its text, else a display, else system|code."""
+    if isinstance(concept, dict):
+        if isinstance(concept.get("text"), str) and concept["text"].strip():
+            return str(concept["text"]).strip()
+        for coding in concept.get("coding") or []:
+            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
+                return str(coding["display"]).strip()
+        for system, code in codings_of(concept):
+            return f"{system}|{code}"
+    return "(no code)"

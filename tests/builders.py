@@ -1,0 +1,97 @@
+"""Small builders for FHIR R4 test resources, so a unit test states only what matters to it."""
+
+from __future__ import annotations
+
+from itertools import count
+from typing import Any
+
+from service.fhir.record import PatientRecord
+
+LOINC = "http://loinc.org"
+SCT = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+ATC = "http://www.whocc.no/atc"
+UCUM = "http://unitsofmeasure.org"
+SCREENING = "https://medcare-screen.org/fhir/CodeSystem/screening"
+PATIENT_ID = "t1"
+_ids = count(1)
+
+
+def concept(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    coding: dict[str, Any] = {"system": system, "code": code}
+    if display:
+        coding["display"] = display
+    return {"coding": [coding]}
+
+
+def patient(**fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": PATIENT_ID, "gender": "male", "birthDate": "1950-03-14", **fields}
+
+
+def _subject() -> dict[str, str]:
+    return {"reference": f"Patient/{PATIENT_ID}"}
+
+
+def observation(code: dict[str, Any], day: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": f"obs-{next(_ids)}",
+        "status": "final",
+        "code": code,
+        "subject": _subject(),
+        "effectiveDateTime": day,
+        **fields,
+    }
+
+
+def total_testosterone(value: float, unit: str, day: str = "2026-11-01", **fields: Any) -> dict[str, Any]:
+    quantity = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    return observation(concept(LOINC, "2986-8"), day, valueQuantity=quantity, **fields)
+
+
+def condition(code: dict[str, Any], onset: str = "2015-06-01", status: str | None = "active", **fields: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {
+        "resourceType": "Condition",
+        "id": f"cond-{next(_ids)}",
+        "code": code,
+        "subject": _subject(),
+        "onsetDateTime": onset,
+        **fields,
+    }
+    if status:
+        resource["clinicalStatus"] = concept("http://terminology.hl7.org/CodeSystem/condition-clinical", status)
+    return resource
+
+
+def medication_statement(code: dict[str, Any], status: str = "active", **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationStatement",
+        "id": f"ms-{next(_ids)}",
+        "status": status,
+        "medicationCodeableConcept": code,
+        "subject": _subject(),
+        **fields,
+    }
+
+
+def procedure(code: dict[str, Any], day: str, status: str = "completed", **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Procedure",
+        "id": f"proc-{next(_ids)}",
+        "status": status,
+        "code": code,
+        "subject": _subject(),
+        "performedDateTime": day,
+        **fields,
+    }
+
+
+def record(*resources: dict[str, Any], with_patient: bool = True) -> PatientRecord:
+    result = PatientRecord(PATIENT_ID)
+    if with_patient:
+        result.add(patient())
+    for resource in resources:
+        result.add(resource)
+    return result
