@@ -128,14 +128,18 @@ def _build_valuesets(path: Path, doc: dict[str, Any]) -> dict[str, ValueSet]:
     result: dict[str, ValueSet] = {}
     for name, concept in doc["concepts"].items():
         exact: set[tuple[str, str]] = set()
+        originals: list[tuple[str, str]] = []
         prefixes: list[tuple[frozenset[str], str]] = []
         for index, entry in enumerate(concept["codes"]):
             systems = _systems(path, aliases, entry["system"], f"concepts.{name}.codes.{index}")
             if "code" in entry:
                 exact.update((system, normalize_code(entry["code"])) for system in systems)
+                originals.extend((system, entry["code"]) for system in systems)
             else:
                 prefixes.append((frozenset(systems), normalize_code(entry["prefix"])))
-        result[name] = ValueSet(name, concept["description"], frozenset(exact), tuple(prefixes))
+        result[name] = ValueSet(
+            name, concept["description"], frozenset(exact), tuple(prefixes), tuple(originals)
+        )
     missing = [name for name in REQUIRED_CONCEPTS if name not in result]
     if missing:
         raise MappingError(f"{path}: concepts: missing required concept(s) {', '.join(missing)}")

@@ -44,6 +44,8 @@ class ValueSet:
     description: str
     exact: frozenset[tuple[str, str]]
     prefixes: tuple[tuple[frozenset[str], str], ...] = ()
+    # the exact codes as written in the mapping file (for server searches by `code`)
+    search_codes: tuple[tuple[str, str], ...] = ()
 
     def contains(self, system: str, code: str) -> bool:
         normalized = normalize_code(code)
