@@ -27,7 +27,13 @@ def concept(system: str, code: str, display: str | None = None) -> dict[str, Any
 
 
 def patient(**fields: Any) -> dict[str, Any]:
-    return {"resourceType": "Patient", "id": PATIENT_ID, "gender": "male", "birthDate": "1950-03-14", **fields}
+    return {
+        "resourceType": "Patient",
+        "id": PATIENT_ID,
+        "gender": "male",
+        "birthDate": "1950-03-14",
+        **fields,
+    }
 
 
 def _subject() -> dict[str, str]:
@@ -46,12 +52,16 @@ def observation(code: dict[str, Any], day: str, **fields: Any) -> dict[str, Any]
     }
 
 
-def total_testosterone(value: float, unit: str, day: str = "2026-11-01", **fields: Any) -> dict[str, Any]:
+def total_testosterone(
+    value: float, unit: str, day: str = "2026-11-01", **fields: Any
+) -> dict[str, Any]:
     quantity = {"value": value, "unit": unit, "system": UCUM, "code": unit}
     return observation(concept(LOINC, "2986-8"), day, valueQuantity=quantity, **fields)
 
 
-def condition(code: dict[str, Any], onset: str = "2015-06-01", status: str | None = "active", **fields: Any) -> dict[str, Any]:
+def condition(
+    code: dict[str, Any], onset: str = "2015-06-01", status: str | None = "active", **fields: Any
+) -> dict[str, Any]:
     resource: dict[str, Any] = {
         "resourceType": "Condition",
         "id": f"cond-{next(_ids)}",
@@ -61,11 +71,15 @@ def condition(code: dict[str, Any], onset: str = "2015-06-01", status: str | Non
         **fields,
     }
     if status:
-        resource["clinicalStatus"] = concept("http://terminology.hl7.org/CodeSystem/condition-clinical", status)
+        resource["clinicalStatus"] = concept(
+            "http://terminology.hl7.org/CodeSystem/condition-clinical", status
+        )
     return resource
 
 
-def medication_statement(code: dict[str, Any], status: str = "active", **fields: Any) -> dict[str, Any]:
+def medication_statement(
+    code: dict[str, Any], status: str = "active", **fields: Any
+) -> dict[str, Any]:
     return {
         "resourceType": "MedicationStatement",
         "id": f"ms-{next(_ids)}",
@@ -76,7 +90,9 @@ def medication_statement(code: dict[str, Any], status: str = "active", **fields:
     }
 
 
-def procedure(code: dict[str, Any], day: str, status: str = "completed", **fields: Any) -> dict[str, Any]:
+def procedure(
+    code: dict[str, Any], day: str, status: str = "completed", **fields: Any
+) -> dict[str, Any]:
     return {
         "resourceType": "Procedure",
         "id": f"proc-{next(_ids)}",

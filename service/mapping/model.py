@@ -63,7 +63,7 @@ class ValueSet:
 
 def word_pattern(phrases: Iterable[str]) -> re.Pattern[str] | None:
     """One case-insensitive regex matching any phrase on word boundaries."""
-    escaped = sorted({re.escape(p.casefold()) for p in phrases if p.strip()}, key=len, reverse=True)
+    escaped = sorted({re.escape(p.lower()) for p in phrases if p.strip()}, key=len, reverse=True)
     if not escaped:
         return None
     return re.compile(r"(?<![a-z0-9])(?:" + "|".join(escaped) + r")(?![a-z0-9])")

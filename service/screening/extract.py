@@ -223,11 +223,13 @@ class FactExtractor:
                             matches.setdefault(drug.key, DrugMatch(drug, "ATC class", code))
         if matches:
             return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
-        words = " ".join(texts_of(concept)).casefold()
+        text = " ".join(texts_of(concept))
+        words = text.lower()  # lower(), not casefold(): keeps offsets, so the original is shown
         for pattern, drug in catalogue.name_patterns if words else ():
             found = pattern.search(words)
             if found:
-                matches.setdefault(drug.key, DrugMatch(drug, "name", found.group(0)))
+                original = text[found.start() : found.end()]
+                matches.setdefault(drug.key, DrugMatch(drug, "name", original))
         return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
 
 

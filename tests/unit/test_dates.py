@@ -16,7 +16,10 @@ def test_full_date_and_datetime_keep_their_own_calendar_day() -> None:
 
 @pytest.mark.parametrize(
     ("text", "earliest", "latest"),
-    [("1950", date(1950, 1, 1), date(1950, 12, 31)), ("1952-02", date(1952, 2, 1), date(1952, 2, 29))],
+    [
+        ("1950", date(1950, 1, 1), date(1950, 12, 31)),
+        ("1952-02", date(1952, 2, 1), date(1952, 2, 29)),
+    ],
 )
 def test_partial_dates_are_ranges(text: str, earliest: date, latest: date) -> None:
     day = parse_fhir_day(text)

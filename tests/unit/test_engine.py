@@ -80,7 +80,9 @@ def test_entered_in_error_and_refuted_are_ignored_and_said(screener: Screener) -
     wrong = total_testosterone(80, "ng/dL", status="entered-in-error")
     refuted = condition(
         concept(ICD10CM, "C34.90"),
-        verificationStatus=concept("http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted"),
+        verificationStatus=concept(
+            "http://terminology.hl7.org/CodeSystem/condition-ver-status", "refuted"
+        ),
     )
     result = screener.screen(record(condition(ADENOCARCINOMA), wrong, refuted), AS_OF)
     castrate = result.criterion("castrate-testosterone")

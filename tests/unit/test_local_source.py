@@ -39,13 +39,17 @@ def test_a_bundle_of_any_type_is_read(tmp_path: Path, kind: str) -> None:
 def test_urn_uuid_references_resolve_by_full_url(tmp_path: Path) -> None:
     pat = patient(id="p-uuid")
     lab = total_testosterone(20, "ng/dL", subject={"reference": "urn:uuid:aaaa"})
-    file = _write(tmp_path / "t.json", _bundle("transaction", [(pat, "urn:uuid:aaaa"), (lab, None)]))
+    file = _write(
+        tmp_path / "t.json", _bundle("transaction", [(pat, "urn:uuid:aaaa"), (lab, None)])
+    )
     (record,) = LocalSource(file).records()
     assert record.patient_id == "p-uuid" and len(record.of_type("Observation")) == 1
 
 
 def test_absolute_references_resolve_by_type_and_id(tmp_path: Path) -> None:
-    lab = total_testosterone(20, "ng/dL", subject={"reference": "https://ehr.example/fhir/Patient/t1"})
+    lab = total_testosterone(
+        20, "ng/dL", subject={"reference": "https://ehr.example/fhir/Patient/t1"}
+    )
     file = _write(tmp_path / "s.json", _bundle("searchset", [(patient(), None), (lab, None)]))
     (record,) = LocalSource(file).records()
     assert len(record.of_type("Observation")) == 1
@@ -57,8 +61,13 @@ def test_medication_reference_resolves_across_files_and_contained(tmp_path: Path
     del statement["medicationCodeableConcept"]
     contained = medication_statement({}, medicationReference={"reference": "#c"})
     del contained["medicationCodeableConcept"]
-    contained["contained"] = [{"resourceType": "Medication", "id": "c", "code": concept(RXNORM, "828749")}]
-    _write(tmp_path / "a.json", _bundle("collection", [(patient(), None), (statement, None), (contained, None)]))
+    contained["contained"] = [
+        {"resourceType": "Medication", "id": "c", "code": concept(RXNORM, "828749")}
+    ]
+    _write(
+        tmp_path / "a.json",
+        _bundle("collection", [(patient(), None), (statement, None), (contained, None)]),
+    )
     _write(tmp_path / "b.json", _bundle("collection", [(medication, None)]))
     (record,) = LocalSource(tmp_path).records()
     assert record.resolve_medication("Medication/m1", statement) == medication
@@ -68,12 +77,16 @@ def test_medication_reference_resolves_across_files_and_contained(tmp_path: Path
 
 def test_ndjson_folder_groups_resources_by_patient(tmp_path: Path) -> None:
     other = patient(id="t2")
-    (tmp_path / "Patient.ndjson").write_text(json.dumps(patient()) + "\n" + json.dumps(other) + "\n")
+    (tmp_path / "Patient.ndjson").write_text(
+        json.dumps(patient()) + "\n" + json.dumps(other) + "\n"
+    )
     lab = total_testosterone(20, "ng/dL", subject={"reference": "Patient/t2"})
     (tmp_path / "Observation.ndjson").write_text(json.dumps(lab) + "\n")
     records = {r.patient_id: r for r in LocalSource(tmp_path).records()}
     assert set(records) == {"t1", "t2"}
-    assert records["t2"].of_type("Observation") == [lab] and records["t1"].of_type("Observation") == []
+    assert (
+        records["t2"].of_type("Observation") == [lab] and records["t1"].of_type("Observation") == []
+    )
 
 
 def test_a_bad_ndjson_line_is_skipped_and_reported(tmp_path: Path) -> None:
@@ -104,7 +117,9 @@ def test_missing_path_and_empty_folder(tmp_path: Path) -> None:
 
 
 def test_patient_filter_and_unknown_ids_reported(tmp_path: Path) -> None:
-    file = _write(tmp_path / "b.json", _bundle("collection", [(patient(), None), (patient(id="t2"), None)]))
+    file = _write(
+        tmp_path / "b.json", _bundle("collection", [(patient(), None), (patient(id="t2"), None)])
+    )
     source = LocalSource(file)
     assert [r.patient_id for r in source.records(["t2", "zz"])] == ["t2"]
     assert any("no Patient with id 'zz'" in p for p in source.problems)

@@ -24,7 +24,13 @@ def mappings_copy(tmp_path: Path) -> Path:
 
 def test_every_file_carries_source_and_version() -> None:
     mappings = load_mappings()
-    assert set(mappings.versions) == {"valuesets", "medications", "units", "parameters", "codesystem"}
+    assert set(mappings.versions) == {
+        "valuesets",
+        "medications",
+        "units",
+        "parameters",
+        "codesystem",
+    }
     assert all(mappings.versions.values())
     assert mappings.codesystem["url"] == "https://medcare-screen.org/fhir/CodeSystem/screening"
 
@@ -48,7 +54,9 @@ def test_invalid_yaml_names_the_file_and_line(mappings_copy: Path) -> None:
 
 def test_invalid_entry_names_the_file_and_entry(mappings_copy: Path) -> None:
     path = mappings_copy / "valuesets.yaml"
-    text = path.read_text().replace("{system: loinc, code: 2986-8,", "{system: lonic, code: 2986-8,", 1)
+    text = path.read_text().replace(
+        "{system: loinc, code: 2986-8,", "{system: lonic, code: 2986-8,", 1
+    )
     path.write_text(text)
     with pytest.raises(MappingError) as error:
         load_mappings(mappings_copy)
@@ -59,15 +67,21 @@ def test_invalid_entry_names_the_file_and_entry(mappings_copy: Path) -> None:
 
 def test_entry_with_neither_code_nor_prefix_is_refused(mappings_copy: Path) -> None:
     path = mappings_copy / "valuesets.yaml"
-    path.write_text(path.read_text().replace("{system: loinc, code: 89243-0,", "{system: loinc,", 1))
-    with pytest.raises(MappingError, match=r"concepts\.karnofsky\.codes\.0.*exactly one of 'code' or 'prefix'"):
+    path.write_text(
+        path.read_text().replace("{system: loinc, code: 89243-0,", "{system: loinc,", 1)
+    )
+    with pytest.raises(
+        MappingError, match=r"concepts\.karnofsky\.codes\.0.*exactly one of 'code' or 'prefix'"
+    ):
         load_mappings(mappings_copy)
 
 
 def test_unknown_drug_class_is_refused(mappings_copy: Path) -> None:
     path = mappings_copy / "medications.yaml"
     path.write_text(path.read_text().replace("classes: [arta]", "classes: [artaa]", 1))
-    with pytest.raises(MappingError, match=r"medications\.yaml: drugs\.abiraterone\.classes: unknown class"):
+    with pytest.raises(
+        MappingError, match=r"medications\.yaml: drugs\.abiraterone\.classes: unknown class"
+    ):
         load_mappings(mappings_copy)
 
 
@@ -107,8 +121,12 @@ def test_a_local_code_is_added_by_editing_data(mappings_copy: Path) -> None:
 
 def test_thresholds_are_parameters(mappings_copy: Path) -> None:
     path = mappings_copy / "parameters.yaml"
-    path.write_text(path.read_text().replace("max_progressive_lesions: 3", "max_progressive_lesions: 5"))
-    code = concept("https://medcare-screen.org/fhir/CodeSystem/screening", "progressive-lesion-count")
+    path.write_text(
+        path.read_text().replace("max_progressive_lesions: 3", "max_progressive_lesions: 5")
+    )
+    code = concept(
+        "https://medcare-screen.org/fhir/CodeSystem/screening", "progressive-lesion-count"
+    )
     result = Screener(load_mappings(mappings_copy)).screen(
         record(observation(code, "2026-11-10", valueInteger=5)), date(2026, 11, 26)
     )

@@ -28,7 +28,9 @@ from tests.builders import total_testosterone
         (20, "ng/dl", 20.0),  # labs send lower case; UCUM is case-sensitive in principle
     ],
 )
-def test_every_unit_converts_to_ng_dl(mappings: Mappings, value: float, unit: str, ng_dl: float) -> None:
+def test_every_unit_converts_to_ng_dl(
+    mappings: Mappings, value: float, unit: str, ng_dl: float
+) -> None:
     measured = read_measurement(total_testosterone(value, unit), mappings)
     assert measured is not None
     assert measured.ng_dl == pytest.approx(ng_dl, abs=0.01)
@@ -59,9 +61,16 @@ def test_describe_shows_original_and_converted(mappings: Mappings) -> None:
 
 @pytest.mark.parametrize(
     ("text", "comparator", "ng_dl"),
-    [("<0.5 ng/mL", "<", 50.0), ("≤ 1.2 nmol/L", "<=", 34.61), ("25 ng/dL", None, 25.0), ("0,3 ng/mL", None, 30.0)],
+    [
+        ("<0.5 ng/mL", "<", 50.0),
+        ("≤ 1.2 nmol/L", "<=", 34.61),
+        ("25 ng/dL", None, 25.0),
+        ("0,3 ng/mL", None, 30.0),
+    ],
 )
-def test_value_string_is_parsed_like_a_quantity(mappings: Mappings, text: str, comparator: str | None, ng_dl: float) -> None:
+def test_value_string_is_parsed_like_a_quantity(
+    mappings: Mappings, text: str, comparator: str | None, ng_dl: float
+) -> None:
     resource = total_testosterone(1, "ng/dL")
     del resource["valueQuantity"]
     resource["valueString"] = text
@@ -90,7 +99,12 @@ def test_no_value_is_none(mappings: Mappings) -> None:
     ("comparator", "value", "castrate", "above"),
     [
         (None, 49.99, True, False),
-        (None, 50, False, False),  # exactly 50: fails inclusion, does not trigger the exclusion (§6)
+        (
+            None,
+            50,
+            False,
+            False,
+        ),  # exactly 50: fails inclusion, does not trigger the exclusion (§6)
         (None, 50.01, False, True),
         ("<", 50, True, False),
         ("<=", 40, True, False),
@@ -101,7 +115,13 @@ def test_no_value_is_none(mappings: Mappings) -> None:
         (">", 30, None, None),
     ],
 )
-def test_censored_values(mappings: Mappings, comparator: str | None, value: float, castrate: bool | None, above: bool | None) -> None:
+def test_censored_values(
+    mappings: Mappings,
+    comparator: str | None,
+    value: float,
+    castrate: bool | None,
+    above: bool | None,
+) -> None:
     resource = total_testosterone(value, "ng/dL")
     if comparator:
         resource["valueQuantity"]["comparator"] = comparator

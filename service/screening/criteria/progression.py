@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from service.screening.context import Context, join_names
-from service.screening.lesions import CONDITIONS, DISEASE_STATUS, Progression, find_progression
+from service.screening.lesions import Progression, find_progression
 from service.screening.result import Decision, Result
 from service.screening.therapy import docetaxel_against
 
@@ -83,14 +83,16 @@ def polyprogression(ctx: Context) -> Decision:
             Result.MET, f"{head} within {days} days: more than {limit}.{notes}", evidence
         )
     if progression.exact is not None:
-        return Decision(
-            Result.NOT_MET, f"{head} within {days} days: not more than {limit}.{notes}", evidence
-        )
-    what = "a lower bound" if progression.representation == CONDITIONS else "no count"
-    if progression.representation == DISEASE_STATUS:
-        what = "no count"
-    reason = f"{head} within {days} days: {what}, so more than {limit} cannot be ruled out; review."
-    return Decision(Result.UNKNOWN, reason + notes, evidence)
+        reason = f"{head} within {days} days: not more than {limit}.{notes}"
+        return Decision(Result.NOT_MET, reason, evidence)
+    # criteria.md defines only `met` here (an exact count or lower bound above the limit); a
+    # missing count, or a lower bound within the limit, leaves oligoprogression `unknown`,
+    # which already puts the patient up for review.
+    reason = (
+        f"{head} within {days} days: no count or lower bound above {limit} is recorded "
+        f"(oligoprogression needs review for the exact count).{notes}"
+    )
+    return Decision(Result.NOT_MET, reason, evidence)
 
 
 def progression_on_docetaxel(ctx: Context) -> Decision:
@@ -105,6 +107,7 @@ def progression_on_docetaxel(ctx: Context) -> Decision:
             "within the imaging window to place it against."
         )
         return Decision(Result.NOT_MET, reason, evidence)
+    evidence += tuple(progression.evidence)
     when = f"the progression evidence of {progression.day} ({progression.source()})"
     if placement.ongoing:
         reason = f"Docetaxel was ongoing on {when}: {join_names(placement.ongoing)}."

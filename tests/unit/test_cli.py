@@ -1,0 +1,104 @@
+"""The command line as a user meets it: table, JSON Lines, summary, errors without tracebacks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from service.cli import main
+from tests.conftest import FIXTURES, REPO, SYNTHEA
+from tests.contract.contract_schema import check_contract
+
+
+def test_json_lines_follow_the_contract(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["screen", "--source", str(SYNTHEA), "--as-of", "2026-11-26", "--format", "json"])
+    out = capsys.readouterr().out.splitlines()
+    assert code == 0 and len(out) == 20
+    for line in out:
+        result = json.loads(line)
+        check_contract(result)
+        assert result["as_of"] == "2026-11-26"
+
+
+def test_table_has_a_row_per_patient_and_the_summary_a_funnel(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["screen", "--source", str(SYNTHEA), "--as-of", "2026-11-26", "--summary"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("Patient/") == 20
+    assert "ruled out by" in out and "needs review" in out
+    summary = out[out.index("criterion") :]
+    histology = next(line for line in summary.splitlines() if line.startswith("histology"))
+    assert histology.split()[1:] == ["inclusion", "0", "5", "15", "0", "15"]
+    deceased = next(line for line in summary.splitlines() if line.startswith("deceased"))
+    assert deceased.split()[-1] == "3"  # 20 - 5 without prostate cancer - 12 more who died
+    assert "20 patients screened: 3 candidate, 17 ineligible." in summary
+
+
+def test_patient_filter(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "screen",
+            "--source",
+            str(FIXTURES),
+            "--patient",
+            "fx-base",
+            "--as-of",
+            "2026-11-26",
+            "--format",
+            "json",
+        ]
+    )
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 0 and [json.loads(x)["patient"] for x in lines] == ["Patient/fx-base"]
+
+
+def test_unreadable_input_is_one_clear_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("{ nope")
+    code = main(["screen", "--source", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.strip().splitlines() == [
+        f"medcare-screen: error: {bad}: line 1 column 3: not valid JSON (Expecting property name enclosed in double quotes)"
+    ]
+
+
+def test_invalid_mappings_stop_with_the_file_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "valuesets.yaml").write_text("header: {title: x}\n")
+    code = main(["screen", "--mappings", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and "valuesets.yaml" in err and "Traceback" not in err
+
+
+def test_bad_as_of_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["screen", "--as-of", "26/11/2026"])
+    assert exit_info.value.code == 2 and "not a date (YYYY-MM-DD)" in capsys.readouterr().err
+
+
+def test_default_source_is_the_fixture_patients(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["screen", "--as-of", "2026-11-26", "--format", "json"])
+    patients = [json.loads(x)["patient"] for x in capsys.readouterr().out.splitlines()]
+    assert code == 0 and "Patient/fx-base" in patients
+    assert len(patients) == len(list(FIXTURES.glob("*.expected.json")))
+
+
+def test_console_script_runs_the_readme_command() -> None:
+    """The README's main command, through the installed entry point."""
+    script = Path(sys.executable).with_name("medcare-screen")
+    done = subprocess.run(
+        [str(script), "screen", "--as-of", "2026-11-26", "--summary"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Patient/fx-base" in done.stdout and "patients screened" in done.stdout
