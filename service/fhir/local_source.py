@@ -34,6 +34,7 @@ class LocalSource:
 
     path: Path
     problems: list[str] = field(default_factory=list)
+    _loaded: dict[str, PatientRecord] | None = field(default=None, init=False, repr=False)
 
     def files(self) -> list[Path]:
         if not self.path.exists():
@@ -49,7 +50,34 @@ class LocalSource:
         return found
 
     def records(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientRecord]:
-        wanted = set(patient_ids) if patient_ids else None
+        wanted = list(dict.fromkeys(patient_ids)) if patient_ids else None
+        patients = self._patients()
+        if wanted is None:
+            yield from patients.values()
+            return
+        for patient_id in wanted:
+            if patient_id in patients:
+                yield patients[patient_id]
+            else:
+                self.problems.append(f"{self.path}: no Patient with id {patient_id!r}")
+
+    def record(self, patient_id: str) -> PatientRecord:
+        """One patient's record; SourceError when the source has no such Patient."""
+        patients = self._patients()
+        if patient_id not in patients:
+            raise SourceError(f"{self.path}: no Patient with id {patient_id!r}")
+        return patients[patient_id]
+
+    def patient_ids(self) -> list[str]:
+        return list(self._patients())
+
+    def _patients(self) -> dict[str, PatientRecord]:
+        """Read the whole source once; later calls reuse it (a service screens it many times)."""
+        if self._loaded is None:
+            self._loaded = self._load()
+        return self._loaded
+
+    def _load(self) -> dict[str, PatientRecord]:
         patients: dict[str, PatientRecord] = {}
         pending: list[tuple[Resource, str | None]] = []
         full_url_to_patient: dict[str, str] = {}
@@ -77,12 +105,7 @@ class LocalSource:
             patient_id = _patient_of(resource, full_url_to_patient)
             if patient_id is not None and patient_id in patients:
                 patients[patient_id].add(resource)
-        for patient_id, record in patients.items():
-            if wanted is None or patient_id in wanted:
-                yield record
-        if wanted:
-            for missing in sorted(wanted - patients.keys()):
-                self.problems.append(f"{self.path}: no Patient with id {missing!r}")
+        return patients
 
     def _resources(self) -> Iterator[tuple[Resource, str | None]]:
         for file in self.files():
