@@ -115,3 +115,17 @@ def test_fixture_resources_round_trip_through_the_r4_models(expected_path: Path)
         again = model_class.model_validate(json.loads(model.model_dump_json()))
         assert again == model
         assert entry["request"]["url"] == f"{resource['resourceType']}/{resource['id']}"
+
+
+def test_fixture_files_are_what_the_generator_writes() -> None:
+    """The JSON is generated: a hand edit (or a generator change not re-run) fails here."""
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    done = subprocess.run(
+        [sys.executable, str(REPO / "fixtures" / "generate.py"), "--check"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
