@@ -88,9 +88,11 @@ def test_bad_as_of_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_default_source_is_the_fixture_patients(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["screen", "--as-of", "2026-11-26", "--format", "json"])
-    patients = [json.loads(x)["patient"] for x in capsys.readouterr().out.splitlines()]
+    captured = capsys.readouterr()
+    patients = [json.loads(x)["patient"] for x in captured.out.splitlines()]
     assert code == 0 and "Patient/fx-base" in patients
     assert len(patients) == len(list(FIXTURES.glob("*.expected.json")))
+    assert "medcare-screen: screened 50 patients" in captured.err  # progress of a long run
 
 
 def test_console_script_runs_the_readme_command() -> None:
