@@ -1,0 +1,734 @@
+"""The HTTP side of FHIR: one session, timeouts, retries, paging, batch and conditional writes.
+
+Everything a server can get wrong is turned into a FhirError (errors.py) that quotes the server
+and names the request and patient; callers never see a `requests` exception or a raw status.
+
+Retries are a loop of our own around the session rather than a urllib3 `Retry` on the adapter:
+the loop can count requests, sleep through an injected function (tests do not wait), re-authorise
+once after a 401, and name the request in its log lines. What is retried is data (RetryPolicy).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from service import __version__
+from service.config import ConfigError
+from service.fhir.auth import Auth, NoAuth
+from service.fhir.errors import (
+    FhirBadResponse,
+    FhirError,
+    FhirNetworkError,
+    FhirRefusedLink,
+    status_error,
+)
+
+log = logging.getLogger(__name__)
+
+Resource = dict[str, Any]
+SearchParams = Sequence[tuple[str, str]] | Mapping[str, str]
+Timeout = tuple[float, float]
+
+DEFAULT_TIMEOUT: Final[Timeout] = (5.0, 30.0)  # (connect, read) seconds
+USER_AGENT: Final = f"medcare-screen/{__version__}"
+FHIR_JSON: Final = "application/fhir+json"
+# Characters left readable in search URLs (and so in error messages): FHIR token syntax.
+QUERY_SAFE: Final = ",|:/$"
+
+# 408 and 429 say the server did not process the request; 5xx above may have been processed.
+TEMPORARY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
+UNPROCESSED_STATUSES: Final = frozenset({408, 429})
+# Methods whose repetition leaves the server as one attempt would (RFC 9110 §9.2.2).
+IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+_LOCATION = re.compile(
+    r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
+    r"(?:/_history/(?P<version>[A-Za-z0-9\-.]{1,64}))?/?$"
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """What is retried and how long to wait: exponential backoff, or the server's Retry-After.
+
+    Idempotent requests are retried on every temporary status, on timeouts and on dropped
+    connections. Other requests (a plain create, a transaction with a plain POST entry) are
+    retried only when the request cannot have been processed: 408, 429, or a connect timeout.
+    Repeating them after a read timeout could create a second resource.
+    """
+
+    retries: int = 4
+    backoff_factor: float = 0.5
+    max_wait: float = 30.0
+    statuses: frozenset[int] = TEMPORARY_STATUSES
+    unprocessed_statuses: frozenset[int] = UNPROCESSED_STATUSES
+
+    def retries_status(self, status: int, idempotent: bool) -> bool:
+        return status in (self.statuses if idempotent else self.unprocessed_statuses)
+
+    def retries_exception(self, exc: requests.RequestException, idempotent: bool) -> bool:
+        if isinstance(exc, requests.exceptions.SSLError):
+            return False  # a certificate problem does not heal by waiting
+        if isinstance(exc, requests.ConnectTimeout):
+            return True  # never reached the server
+        return idempotent and isinstance(exc, requests.Timeout | requests.ConnectionError)
+
+    def wait(self, retry: int, retry_after: str | None, now: float) -> float:
+        """Seconds before retry number `retry` (1-based); Retry-After wins, both are capped."""
+        hinted = parse_retry_after(retry_after, now)
+        wait = hinted if hinted is not None else self.backoff_factor * 2 ** (retry - 1)
+        return max(0.0, min(wait, self.max_wait))
+
+
+class Location(NamedTuple):
+    resource_type: str
+    id: str
+    version_id: str | None
+
+
+class WriteResult(NamedTuple):
+    """What a create or update answered: the resource (when returned), status, Location, ETag."""
+
+    resource: Resource | None
+    status: int
+    location: str | None
+    etag: str | None
+
+    @property
+    def version_id(self) -> str | None:
+        """The new version: from Location, else the ETag, else the returned resource's meta."""
+        parsed = parse_location(self.location) if self.location else None
+        if parsed and parsed.version_id:
+            return parsed.version_id
+        if self.etag:
+            return self.etag.removeprefix("W/").strip('"') or None
+        version = ((self.resource or {}).get("meta") or {}).get("versionId")
+        return version if isinstance(version, str) else None
+
+
+class FhirClient:
+    """A FHIR R4 REST client for one server, safe to share between threads.
+
+    `request_count` counts HTTP requests to the FHIR server (retries included, token requests to
+    the authorisation server not), so a test can assert how many round trips a screen costs.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        auth: Auth | None = None,
+        *,
+        timeout: Timeout = DEFAULT_TIMEOUT,
+        retries: int = 4,
+        backoff_factor: float = 0.5,
+        max_retry_wait: float = 30.0,
+        verify: bool | str | os.PathLike[str] = True,
+        pool_size: int = 16,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.origin = origin_of(self.base_url)
+        self.auth = auth if auth is not None else NoAuth()
+        self.timeout = timeout
+        self.policy = RetryPolicy(retries, backoff_factor, max_retry_wait)
+        self._verify = _tls_verify(verify, self.base_url)
+        self._sleep = sleep
+        self._clock = clock
+        self._session = session if session is not None else _pooled_session(pool_size)
+        self._session.headers.update({"Accept": FHIR_JSON, "User-Agent": user_agent})
+        self.auth.bind(self.base_url, self._session, timeout=timeout, verify=self._verify)
+        self._lock = threading.Lock()
+        self._request_count = 0
+        self._capabilities: Resource | None = None
+
+    def __repr__(self) -> str:
+        return f"FhirClient({self.base_url!r}, auth={self.auth!r})"
+
+    def __enter__(self) -> FhirClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._session.close()
+
+    @property
+    def request_count(self) -> int:
+        with self._lock:
+            return self._request_count
+
+    # --- what the server can do -------------------------------------------------------------
+
+    def capabilities(self) -> Resource:
+        """The server's CapabilityStatement (GET metadata), fetched once per client."""
+        with self._lock:
+            cached = self._capabilities
+        if cached is not None:
+            return cached
+        statement = self._get("metadata", None, "CapabilityStatement")
+        with self._lock:
+            self._capabilities = statement
+        return statement
+
+    def supports_batch(self) -> bool:
+        return any(
+            isinstance(item, dict) and item.get("code") == "batch"
+            for rest in self._server_rests()
+            for item in rest.get("interaction") or []
+        )
+
+    def supports_type(self, resource_type: str) -> bool:
+        """Whether the CapabilityStatement lists the type; True when it lists no types at all
+        (some statements are trimmed), so that only an explicit omission skips a search."""
+        listed = {
+            resource.get("type")
+            for rest in self._server_rests()
+            for resource in rest.get("resource") or []
+            if isinstance(resource, dict)
+        }
+        return not listed or resource_type in listed
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str, patient: str | None = None) -> Resource:
+        return self._get(f"{resource_type}/{quote(resource_id, safe='')}", patient, resource_type)
+
+    def vread(
+        self, resource_type: str, resource_id: str, version_id: str, patient: str | None = None
+    ) -> Resource:
+        path = (
+            f"{resource_type}/{quote(resource_id, safe='')}/_history/{quote(version_id, safe='')}"
+        )
+        return self._get(path, patient, resource_type)
+
+    def search(
+        self, resource_type: str, params: SearchParams, patient: str | None = None
+    ) -> Iterator[Resource]:
+        """Every matched and included resource of a search, following `next` links to the end."""
+        url = self._url(search_path(resource_type, params))
+        bundle = self._get(url, patient, "Bundle")
+        yield from self.follow(bundle, self._describe("GET", url), patient, first_url=url)
+
+    def follow(
+        self,
+        bundle: Resource,
+        request: str,
+        patient: str | None = None,
+        *,
+        first_url: str | None = None,
+    ) -> Iterator[Resource]:
+        """The resources of a searchset Bundle and of every page after it.
+
+        A `next` link is followed only to the configured origin (scheme, host and port): a link
+        elsewhere would receive our credentials, so it raises FhirRefusedLink. A link already
+        followed ends the paging with a warning instead of looping for ever. HAPI `_getpages`
+        and Medplum `_offset` links are both just URLs to follow.
+        """
+        followed = {first_url} if first_url else set()
+        page = bundle
+        while True:
+            yield from _matches(page, request)
+            link = next_link(page)
+            if link is None:
+                return
+            url = urljoin(self.base_url + "/", link)
+            if origin_of(url) != self.origin:
+                raise FhirRefusedLink(
+                    f"refused to follow a next link to {origin_of(url)}: "
+                    f"the configured server is {self.origin}",
+                    request=request,
+                    patient=patient,
+                )
+            if url in followed:
+                log.warning("%s: the server repeated a next link; paging stopped there", request)
+                return
+            followed.add(url)
+            page = self._get(url, patient, "Bundle")
+
+    # --- batch and transaction --------------------------------------------------------------
+
+    def batch(self, requests_: Sequence[str], patient: str | None = None) -> list[Resource]:
+        """GET each relative URL in one batch request; raises the first failed entry's error."""
+        results = self.batch_results(requests_, patient)
+        for result in results:
+            if isinstance(result, FhirError):
+                raise result
+        return [result for result in results if not isinstance(result, FhirError)]
+
+    def batch_results(
+        self, requests_: Sequence[str], patient: str | None = None
+    ) -> list[Resource | FhirError]:
+        """Like batch(), but a failed entry is returned as its FhirError, in its place, so one
+        missing Medication does not hide the others. Entry Bundles may have `next` links: pass
+        them to follow()."""
+        if not requests_:
+            return []
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "batch",
+            "entry": [{"request": {"method": "GET", "url": url}} for url in requests_],
+        }
+        request = f"POST batch of {len(requests_)} GET requests"
+        response = self._post("", bundle, request, patient, idempotent=True)
+        answer = self._expect(response, request, patient, "Bundle")
+        entries = _response_entries(answer, len(requests_), request, patient)
+        return [
+            self._entry_result(entry, f"GET {url} (in a batch)", patient)
+            for url, entry in zip(requests_, entries, strict=True)
+        ]
+
+    def transaction(self, bundle: Resource, patient: str | None = None) -> Resource:
+        """POST a transaction Bundle; the server applies all entries or none.
+
+        Retried after a timeout only when every entry is idempotent (GET, PUT, DELETE, or a
+        conditional create with ifNoneExist): the screener's writes are, so a dropped
+        connection does not lose a write, and a plain POST entry is never sent twice.
+        """
+        entries = [entry for entry in bundle.get("entry") or [] if isinstance(entry, dict)]
+        idempotent = all(_idempotent_entry(entry) for entry in entries)
+        request = f"POST transaction of {len(entries)} entries"
+        response = self._post("", bundle, request, patient, idempotent=idempotent)
+        return self._expect(response, request, patient, "Bundle")
+
+    # --- writing single resources -----------------------------------------------------------
+
+    def create(
+        self, resource: Resource, *, if_none_exist: str | None = None, patient: str | None = None
+    ) -> WriteResult:
+        """POST a resource; with `if_none_exist` (a search query) a match is returned instead."""
+        resource_type = _type_of(resource)
+        headers = {"Prefer": "return=representation"}
+        if if_none_exist:
+            headers["If-None-Exist"] = if_none_exist
+        request = f"POST {resource_type}" + (
+            f" (If-None-Exist: {if_none_exist})" if if_none_exist else ""
+        )
+        response = self._post(
+            resource_type,
+            resource,
+            request,
+            patient,
+            idempotent=bool(if_none_exist),
+            headers=headers,
+        )
+        return self._write_result(response, request, patient, resource_type)
+
+    def update(
+        self,
+        resource: Resource,
+        *,
+        conditional: str | None = None,
+        if_match: str | None = None,
+        patient: str | None = None,
+    ) -> WriteResult:
+        """PUT a resource by id, or by a search query (`conditional`: conditional update).
+
+        `if_match` is an ETag (`W/"3"`, see etag_for) that makes the server refuse with 412
+        (FhirConflict) when someone else changed the resource since we read it.
+        """
+        resource_type = _type_of(resource)
+        if conditional:
+            path = f"{resource_type}?{conditional}"
+        elif isinstance(resource.get("id"), str):
+            path = f"{resource_type}/{quote(resource['id'], safe='')}"
+        else:
+            raise ValueError("update() needs a resource with an id, or a conditional query")
+        headers = {"Prefer": "return=representation", "Content-Type": FHIR_JSON}
+        if if_match:
+            headers["If-Match"] = if_match
+        request = f"PUT {path}"
+        response = self._send(
+            "PUT",
+            self._url(path),
+            request,
+            patient,
+            idempotent=True,
+            data=json.dumps(resource).encode("utf-8"),
+            headers=headers,
+        )
+        return self._write_result(response, request, patient, resource_type)
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _server_rests(self) -> list[dict[str, Any]]:
+        rests = [rest for rest in self.capabilities().get("rest") or [] if isinstance(rest, dict)]
+        return [rest for rest in rests if rest.get("mode") == "server"] or rests
+
+    def _speaker(self) -> str:
+        """Who to quote: the server's software name once known ('HAPI FHIR Server said: ...')."""
+        with self._lock:
+            software = (self._capabilities or {}).get("software")
+        name = software.get("name") if isinstance(software, dict) else None
+        return name if isinstance(name, str) and name.strip() else "FHIR server"
+
+    def _url(self, path_or_url: str) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            return path_or_url
+        return f"{self.base_url}/{path_or_url}" if path_or_url else self.base_url
+
+    def _describe(self, method: str, url: str) -> str:
+        """'GET Observation?patient=x&code=...': relative to the base, readable, for messages."""
+        relative = url[len(self.base_url) :].lstrip("/") if url.startswith(self.base_url) else url
+        return f"{method} {unquote(relative)}"
+
+    def _get(self, path_or_url: str, patient: str | None, resource_type: str) -> Resource:
+        """GET one resource of the expected type (a Bundle for searches and pages)."""
+        url = self._url(path_or_url)
+        request = self._describe("GET", url)
+        response = self._send("GET", url, request, patient, idempotent=True)
+        return self._expect(response, request, patient, resource_type)
+
+    def _post(
+        self,
+        path: str,
+        body: Resource,
+        request: str,
+        patient: str | None,
+        *,
+        idempotent: bool,
+        headers: Mapping[str, str] | None = None,
+    ) -> requests.Response:
+        return self._send(
+            "POST",
+            self._url(path),
+            request,
+            patient,
+            idempotent=idempotent,
+            data=json.dumps(body).encode("utf-8"),
+            headers={"Content-Type": FHIR_JSON, **(headers or {})},
+        )
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        request: str,
+        patient: str | None,
+        *,
+        idempotent: bool,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """One logical request: retried per the policy, re-authorised once after a 401."""
+        retry = 0
+        reauthorised = False
+        while True:
+            with self._lock:
+                self._request_count += 1
+            try:
+                response = self._session.request(
+                    method, url, auth=self.auth, timeout=self.timeout, verify=self._verify, **kwargs
+                )
+            except requests.RequestException as exc:
+                if retry < self.policy.retries and self.policy.retries_exception(exc, idempotent):
+                    retry += 1
+                    self._pause(request, _failure_kind(exc), retry, None)
+                    continue
+                raise _network_error(exc, retry + 1, request, patient) from exc
+            status = response.status_code
+            if status == 401 and not reauthorised and self.auth.invalidate():
+                reauthorised = True  # a fresh token is not a retry: it does not count
+                log.info("%s: HTTP 401, retrying once with fresh credentials", request)
+                continue
+            if retry < self.policy.retries and self.policy.retries_status(status, idempotent):
+                retry += 1
+                self._pause(request, f"HTTP {status}", retry, response.headers.get("Retry-After"))
+                continue
+            if 200 <= status < 300:
+                return response
+            raise status_error(
+                status,
+                response.reason or "",
+                body=_json_or_none(response),
+                request=request,
+                patient=patient,
+                speaker=self._speaker(),
+                temporary_statuses=self.policy.statuses,
+            )
+
+    def _pause(self, request: str, why: str, retry: int, retry_after: str | None) -> None:
+        wait = self.policy.wait(retry, retry_after, self._clock())
+        log.warning(
+            "%s: %s; retry %d of %d in %.1f s", request, why, retry, self.policy.retries, wait
+        )
+        self._sleep(wait)
+
+    def _expect(
+        self, response: requests.Response, request: str, patient: str | None, resource_type: str
+    ) -> Resource:
+        resource = _parse(response, request, patient)
+        if resource is None:
+            raise FhirBadResponse(
+                "the server answered with an empty body",
+                status=response.status_code,
+                request=request,
+                patient=patient,
+            )
+        if resource["resourceType"] != resource_type:
+            raise FhirBadResponse(
+                f"expected a {resource_type}, the server sent a {resource['resourceType']}",
+                status=response.status_code,
+                request=request,
+                patient=patient,
+            )
+        return resource
+
+    def _write_result(
+        self, response: requests.Response, request: str, patient: str | None, resource_type: str
+    ) -> WriteResult:
+        body = _parse(response, request, patient)
+        resource = body if body and body.get("resourceType") == resource_type else None
+        return WriteResult(
+            resource,
+            response.status_code,
+            response.headers.get("Location") or response.headers.get("Content-Location"),
+            response.headers.get("ETag"),
+        )
+
+    def _entry_result(
+        self, entry: dict[str, Any], request: str, patient: str | None
+    ) -> Resource | FhirError:
+        answer = _object(entry.get("response"))
+        status = parse_status(answer.get("status"))
+        resource = entry.get("resource")
+        if status is None:
+            return FhirBadResponse(
+                "a batch entry has no readable response.status", request=request, patient=patient
+            )
+        if 200 <= status < 300:
+            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+                return resource
+            return FhirBadResponse(
+                "a successful batch entry carries no resource",
+                status=status,
+                request=request,
+                patient=patient,
+            )
+        outcome = answer.get("outcome") or resource
+        reason = str(answer.get("status")).partition(" ")[2]
+        return status_error(
+            status,
+            reason,
+            body=outcome,
+            request=request,
+            patient=patient,
+            speaker=self._speaker(),
+            temporary_statuses=self.policy.statuses,
+        )
+
+
+# --- pure helpers (public where other modules and tests use them) ------------------------------
+
+
+def origin_of(url: str) -> str:
+    """'https://host:443' for any URL: scheme, lower-cased host and explicit port."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    default = {"http": 80, "https": 443}.get(scheme)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port or default}"
+
+
+def search_path(resource_type: str, params: SearchParams) -> str:
+    """'Observation?patient=x&code=http://loinc.org|2986-8,...' with FHIR syntax left readable."""
+    pairs = list(params.items()) if isinstance(params, Mapping) else list(params)
+    if not pairs:
+        return resource_type
+    return f"{resource_type}?{urlencode(pairs, safe=QUERY_SAFE, quote_via=quote)}"
+
+
+def next_link(bundle: Resource) -> str | None:
+    for link in bundle.get("link") or []:
+        if isinstance(link, dict) and link.get("relation") == "next":
+            url = link.get("url")
+            return url if isinstance(url, str) and url else None
+    return None
+
+
+def parse_status(status: Any) -> int | None:
+    """The code of a Bundle entry status: '201 Created' (HAPI) and '201' (Medplum) alike."""
+    if not isinstance(status, str):
+        return None
+    head = status.strip().split(" ", 1)[0]
+    return int(head) if head.isdigit() and len(head) == 3 else None
+
+
+def parse_location(location: str) -> Location | None:
+    """Type, id and version of a Location: absolute or relative, with or without _history."""
+    match = _LOCATION.search(location.split("?", 1)[0].rstrip("/"))
+    if match is None:
+        return None
+    return Location(match["type"], match["id"], match["version"])
+
+
+def etag_for(version_id: str) -> str:
+    """The If-Match value for a version id: W/"3"."""
+    return f'W/"{version_id}"'
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return max(0.0, moment.timestamp() - now)
+
+
+def _pooled_session(pool_size: int) -> requests.Session:
+    """A session whose connection pool fits the concurrent searches of a screen."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session
+
+
+def _tls_verify(verify: bool | str | os.PathLike[str], base_url: str) -> bool | str:
+    """True, a CA bundle that exists, or False: allowed (Settings permits it in development
+    mode only) but never silent: every client made that way says so in the log."""
+    if verify is True:
+        return True
+    if verify is False:
+        log.warning("TLS certificate verification is OFF for %s: development only", base_url)
+        return False
+    path = Path(verify)
+    if not path.is_file():
+        raise ConfigError(f"MEDCARE_TLS_CA_BUNDLE: the CA bundle {path} is not a file")
+    return str(path)
+
+
+def _parse(response: requests.Response, request: str, patient: str | None) -> Resource | None:
+    """The FHIR resource in a response body (None for an empty body); FhirBadResponse otherwise."""
+    if not response.content.strip():
+        return None
+    try:
+        body = response.json()
+    except ValueError as exc:
+        raise FhirBadResponse(
+            "the server's answer is not valid JSON",
+            status=response.status_code,
+            request=request,
+            patient=patient,
+        ) from exc
+    if not isinstance(body, dict) or not isinstance(body.get("resourceType"), str):
+        raise FhirBadResponse(
+            "the server's answer is not a FHIR resource (no resourceType)",
+            status=response.status_code,
+            request=request,
+            patient=patient,
+        )
+    return body
+
+
+def _json_or_none(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _matches(bundle: Resource, request: str) -> Iterator[Resource]:
+    """Resources of entries in search mode match or include (or none given); outcomes dropped."""
+    warnings = 0
+    for entry in bundle.get("entry") or []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            continue
+        mode = (entry.get("search") or {}).get("mode")
+        if mode == "outcome" or resource["resourceType"] == "OperationOutcome":
+            warnings += 1
+        elif mode in (None, "match", "include"):
+            yield resource
+    if warnings:
+        log.warning("%s: the server attached %d OperationOutcome(s) to a page", request, warnings)
+
+
+def _response_entries(
+    answer: Resource, expected: int, request: str, patient: str | None
+) -> list[dict[str, Any]]:
+    """The batch-response entries, one per request in order.
+
+    Some HAPI versions put an informational OperationOutcome ("Batch completed in 15ms") first,
+    without a `response`; it is dropped so positions line up with the requests again.
+    """
+    entries = [entry for entry in answer.get("entry") or [] if isinstance(entry, dict)]
+    if len(entries) == expected + 1 and "response" not in entries[0]:
+        entries = entries[1:]
+    if len(entries) != expected:
+        raise FhirBadResponse(
+            f"the batch response has {len(entries)} entries for {expected} requests",
+            request=request,
+            patient=patient,
+        )
+    return entries
+
+
+def _idempotent_entry(entry: dict[str, Any]) -> bool:
+    request = _object(entry.get("request"))
+    method = str(request.get("method", "")).upper()
+    return method in IDEMPOTENT_METHODS or (method == "POST" and bool(request.get("ifNoneExist")))
+
+
+def _object(value: Any) -> dict[str, Any]:
+    """A JSON object, or an empty one for anything else: tolerant reading of server answers."""
+    return value if isinstance(value, dict) else {}
+
+
+def _type_of(resource: Resource) -> str:
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str) or not resource_type:
+        raise ValueError("the resource has no resourceType")
+    return resource_type
+
+
+def _failure_kind(exc: requests.RequestException) -> str:
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connect timeout"
+    if isinstance(exc, requests.Timeout):
+        return "read timeout"
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS verification failed (configure a CA bundle for a private CA)"
+    if isinstance(exc, requests.ConnectionError):
+        return "connection failed"
+    return type(exc).__name__
+
+
+def _network_error(
+    exc: requests.RequestException, attempts: int, request: str, patient: str | None
+) -> FhirNetworkError:
+    temporary = isinstance(exc, requests.Timeout | requests.ConnectionError) and not isinstance(
+        exc, requests.exceptions.SSLError
+    )
+    tries = f" after {attempts} attempts" if attempts > 1 else ""
+    return FhirNetworkError(
+        f"no answer from the FHIR server{tries}: {_failure_kind(exc)}",
+        temporary=temporary,
+        request=request,
+        patient=patient,
+    )
