@@ -12,6 +12,18 @@ fi
 echo "test.sh: installing the project with its dev dependencies" >&2
 .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]'
 
+# Real servers the integration tests start themselves: PostgreSQL (Debian package) and the two
+# FHIR peers (built from Maven Central and the npm registry). Building here, before pytest, makes
+# a build failure visible on its own; the tests fail (never skip) when a peer cannot start.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "test.sh: installing PostgreSQL (Debian package)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
+fi
+echo "test.sh: building the FHIR peers" >&2
+peers/medplum/build
+peers/hapi/build
+
 echo "test.sh: ruff" >&2
 .venv/bin/ruff check service tests
 .venv/bin/ruff format --check service tests

@@ -1,7 +1,8 @@
-"""The command line: `medcare-screen screen ...` (and, later, serve / load-fixtures).
+"""The command line: `medcare-screen screen | load-fixtures | serve`.
 
 Errors reach the user as one line naming what failed and where, never as a stack trace; the
-exit status says what happened (0 done, 1 some patients failed, 2 unusable input or mappings).
+exit status says what happened (0 done, 1 some patients failed, 2 unusable input, settings or
+server). Secrets (FHIR credentials) come from the environment, never from arguments.
 """
 
 from __future__ import annotations
@@ -9,23 +10,35 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
 from typing import TextIO
+from urllib.parse import urlsplit
 
 from service import __version__
+from service.config import DEFAULT_SOURCE, ConfigError
+from service.fhir.auth import auth_from_env
+from service.fhir.client import FhirClient
+from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
+from service.fhir.record import PatientRecord
+from service.fhir.server_source import ServerSource
 from service.mapping import MappingError, load_mappings
 from service.report import attrition_summary, results_table
 from service.screening.engine import Screener
 from service.screening.result import ScreenResult
+from service.writeback.writer import ResultWriter
 
-DEFAULT_SOURCE = Path(__file__).resolve().parents[1] / "fixtures" / "patients"
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT = 0, 1, 2
 PROGRESS_EVERY = 50
 log = logging.getLogger("medcare_screen")
+
+
+class UsageError(Exception):
+    """A command-line combination that cannot work; the message says which."""
 
 
 def _as_of(text: str) -> date:
@@ -35,6 +48,17 @@ def _as_of(text: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
 
 
+def _fhir_base(text: str) -> str:
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
+    if parts.username or parts.password:
+        raise argparse.ArgumentTypeError(
+            "credentials do not belong in the URL: use MEDCARE_FHIR_AUTH and its variables"
+        )
+    return text.rstrip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="medcare-screen",
@@ -42,17 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
     screen = commands.add_parser("screen", help="screen patients and print their results")
-    screen.add_argument(
+    where = screen.add_mutually_exclusive_group()
+    where.add_argument(
         "--source",
         type=Path,
-        default=DEFAULT_SOURCE,
+        default=None,
         help="a Bundle file, a folder of Bundles, or a folder of Bulk Data NDJSON files "
         "(default: the fixture patients)",
     )
+    where.add_argument("--fhir-base", type=_fhir_base, help="screen from this FHIR R4 server")
     screen.add_argument(
         "--patient", action="append", metavar="ID", help="screen only this Patient id (repeatable)"
     )
+    screen.add_argument("--search", metavar="QUERY", help="with --fhir-base: 'Patient?...' search")
+    screen.add_argument("--group", metavar="ID", help="with --fhir-base: the members of a Group")
     screen.add_argument(
         "--as-of", type=_as_of, default=None, help="screening date YYYY-MM-DD (default: today)"
     )
@@ -64,10 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--summary", action="store_true", help="also print the attrition summary")
     screen.add_argument(
+        "--write-back",
+        action="store_true",
+        help="with --fhir-base: write each result back as ResearchSubject + Provenance",
+    )
+    screen.add_argument(
+        "--write-ineligible",
+        action="store_true",
+        help="with --write-back: also write ineligible patients that have no ResearchSubject yet",
+    )
+    screen.add_argument(
         "--mappings",
         type=Path,
         default=None,
         help="mappings folder (default: the bundled mappings/)",
+    )
+
+    load = commands.add_parser(
+        "load-fixtures", help="load the fixture patients into a FHIR server (one transaction each)"
+    )
+    load.add_argument("--fhir-base", type=_fhir_base, required=True)
+    load.add_argument(
+        "--source", type=Path, default=DEFAULT_SOURCE, help="folder of fixture Bundles"
     )
     return parser
 
@@ -76,8 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="medcare-screen: %(levelname)s: %(message)s")
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "load-fixtures":
+            return run_load_fixtures(args, sys.stdout, sys.stderr)
         return run_screen(args, sys.stdout, sys.stderr)
-    except (SourceError, MappingError) as exc:
+    except (SourceError, MappingError, ConfigError, UsageError, FhirError) as exc:
         print(f"medcare-screen: error: {exc}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
@@ -85,13 +134,50 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def make_client(base_url: str) -> FhirClient:
+    """A FhirClient configured from the environment (auth, CA bundle); never from arguments."""
+    ca_bundle = os.environ.get("MEDCARE_TLS_CA_BUNDLE")
+    return FhirClient(base_url, auth_from_env(os.environ), verify=ca_bundle or True)
+
+
+def _check_combination(args: argparse.Namespace) -> None:
+    server_only = [
+        flag
+        for flag, value in (
+            ("--search", args.search),
+            ("--group", args.group),
+            ("--write-back", args.write_back),
+        )
+        if value
+    ]
+    if server_only and not args.fhir_base:
+        raise UsageError(f"{', '.join(server_only)} need(s) --fhir-base")
+    if args.write_ineligible and not args.write_back:
+        raise UsageError("--write-ineligible needs --write-back")
+
+
 def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    screener = Screener(load_mappings(args.mappings))
+    _check_combination(args)
+    mappings = load_mappings(args.mappings)
+    screener = Screener(mappings)
     as_of = args.as_of or date.today()
-    source = LocalSource(args.source)
-    results: list[ScreenResult] = []
+    writer = None
     failures = 0
-    for count, record in enumerate(source.records(args.patient), start=1):
+    if args.fhir_base:
+        client = make_client(args.fhir_base)
+        records = _server_records(ServerSource(client, mappings), args, err)
+        if args.write_back:
+            writer = ResultWriter(
+                client, mappings.parameters, write_ineligible=args.write_ineligible
+            )
+    else:
+        source = LocalSource(args.source or DEFAULT_SOURCE)
+        records = iter(source.records(args.patient))
+    results: list[ScreenResult] = []
+    for count, record in enumerate(records, start=1):
+        if record is None:  # the server could not give this patient; already reported
+            failures += 1
+            continue
         try:
             result = screener.screen(record, as_of)
         except Exception as exc:  # a bug must not cost the other patients their screen
@@ -100,21 +186,83 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "Patient/%s could not be screened (%s)", record.patient_id, type(exc).__name__
             )
             continue
+        if writer is not None:
+            try:
+                outcome = writer.write(result)
+                print(f"medcare-screen: {result.patient}: write-back {outcome.outcome}", file=err)
+            except FhirError as exc:
+                failures += 1
+                print(f"medcare-screen: {result.patient}: write-back failed: {exc}", file=err)
         results.append(result)
         if args.format == "json":
-            out.write(json.dumps(result.to_dict(), ensure_ascii=False, sort_keys=False) + "\n")
+            out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         if count % PROGRESS_EVERY == 0:
             print(f"medcare-screen: screened {count} patients", file=err)
-    for problem in source.problems:
-        print(f"medcare-screen: warning: {problem}", file=err)
-    if args.format == "table":
-        print(results_table(results), file=out)
-    if args.summary:
-        print("", file=out if args.format == "table" else err)
-        print(attrition_summary(results), file=out if args.format == "table" else err)
+    if not args.fhir_base:
+        for problem in source.problems:
+            print(f"medcare-screen: warning: {problem}", file=err)
+    _print_report(args, results, out, err)
     if not results and not failures:
         print("medcare-screen: warning: no patients found in the source", file=err)
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _server_records(
+    source: ServerSource, args: argparse.Namespace, err: TextIO
+) -> Iterator[PatientRecord | None]:
+    """Each patient's record, or None (reported on stderr) when the server could not give it."""
+    for patient_id in source.patient_ids(search=args.search, group=args.group, ids=args.patient):
+        try:
+            record = source.record(patient_id)
+        except FhirError as exc:
+            print(f"medcare-screen: Patient/{patient_id}: {exc}", file=err)
+            yield None
+            continue
+        for problem in record.problems:
+            print(f"medcare-screen: warning: Patient/{patient_id}: {problem}", file=err)
+        yield record
+
+
+def _print_report(
+    args: argparse.Namespace, results: list[ScreenResult], out: TextIO, err: TextIO
+) -> None:
+    if args.format == "table":
+        print(results_table(results), file=out)
+    if args.summary:
+        target = out if args.format == "table" else err
+        print("", file=target)
+        print(attrition_summary(results), file=target)
+
+
+def run_load_fixtures(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """POST every fixture Bundle as one transaction; deliberately invalid ones are skipped."""
+    folder: Path = args.source
+    files = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".expected.json"))
+    if not files:
+        raise SourceError(f"{folder}: no fixture Bundles (*.json) in this folder")
+    client = make_client(args.fhir_base)
+    loaded = failed = skipped = 0
+    for file in files:
+        case = file.stem
+        if case.startswith("invalid-"):
+            skipped += 1
+            print(f"medcare-screen: {case}: skipped (deliberately invalid FHIR)", file=err)
+            continue
+        try:
+            bundle = json.loads(file.read_text(encoding="utf-8"))
+            client.transaction(bundle, patient=f"Patient/fx-{case}")
+            loaded += 1
+        except (OSError, ValueError) as exc:
+            failed += 1
+            print(f"medcare-screen: {file}: not readable ({type(exc).__name__})", file=err)
+        except FhirError as exc:
+            failed += 1
+            print(f"medcare-screen: {case}: {exc}", file=err)
+    print(
+        f"loaded {loaded} fixture patients into {args.fhir_base} ({skipped} skipped, {failed} failed)",
+        file=out,
+    )
+    return EXIT_PARTIAL if failed else EXIT_OK
 
 
 if __name__ == "__main__":

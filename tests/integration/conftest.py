@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
+from service.fhir.client import FhirClient
+from tests.conftest import FIXTURES
 from tests.integration.peers import Peer, running
 
 PEER_NAMES = ("hapi", "medplum")
+
+
+@dataclass(frozen=True)
+class LoadedPeer:
+    """A running peer with every valid fixture patient loaded."""
+
+    peer: Peer
+    cases: tuple[str, ...]
+
+    @property
+    def base_url(self) -> str:
+        return self.peer.base_url
 
 
 @pytest.fixture(scope="session", params=PEER_NAMES)
@@ -18,3 +34,16 @@ def fhir_peer(
     """A real FHIR server on a free loopback port, started once per session per peer."""
     with running(request.param, tmp_path_factory.mktemp(f"peer-{request.param}")) as peer:
         yield peer
+
+
+@pytest.fixture(scope="session")
+def loaded_peer(fhir_peer: Peer) -> LoadedPeer:
+    """The fixture patients loaded once per peer, one transaction each (as load-fixtures does)."""
+    client = FhirClient(fhir_peer.base_url)
+    cases = []
+    for path in sorted(FIXTURES.glob("*.json")):
+        if path.name.endswith(".expected.json") or path.stem.startswith("invalid-"):
+            continue
+        client.transaction(json.loads(path.read_text()), patient=f"Patient/fx-{path.stem}")
+        cases.append(path.stem)
+    return LoadedPeer(fhir_peer, tuple(cases))

@@ -1,0 +1,138 @@
+"""Engines for the store: SQLite by default (a file, no server), PostgreSQL by URL.
+
+SQLite needs care to behave under several threads:
+
+* WAL journal, so readers do not wait for the writer and the writer does not wait for readers;
+* `foreign_keys=ON` (off by default in SQLite) so the schema's references hold;
+* a busy timeout, so a writer waits for the lock instead of failing at once;
+* `check_same_thread=False`, because pooled connections move between worker threads;
+* `BEGIN IMMEDIATE` for write transactions. The sqlite3 driver's own deferred BEGIN takes the
+  write lock only at the first write; two transactions that both read first and then write
+  deadlock on the upgrade, and SQLite reports that as "database is locked" without waiting
+  for the busy timeout. Taking the write lock at BEGIN makes writers queue instead. Read
+  transactions keep a plain BEGIN so they never wait for writers.
+
+PostgreSQL goes through psycopg 3 (`postgresql://` URLs are pointed at it) with a pre-ping on
+checkout, so a connection the server closed during a restart is replaced instead of failing a
+request.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import StaticPool
+
+# The embedded default: a file under var/ (git-ignored), relative to the working directory.
+DEFAULT_URL = "sqlite:///var/medcare-screen.sqlite3"
+
+# Execution option set on the engine used for write transactions (see module docstring).
+WRITE_OPTION = "medcare_write"
+
+DEFAULT_POOL_SIZE = 5
+DEFAULT_MAX_OVERFLOW = 10
+DEFAULT_POOL_TIMEOUT_S = 30.0
+DEFAULT_BUSY_TIMEOUT_S = 30.0
+# Recycle before typical firewall / server idle limits drop a pooled connection.
+POOL_RECYCLE_S = 1800
+
+
+class UnsupportedDatabase(ValueError):
+    """A URL for a database the store does not support (only SQLite and PostgreSQL)."""
+
+
+def engine_url(url: str | URL) -> URL:
+    """Parse a URL; plain `postgresql://` and `postgres://` use psycopg 3, the driver we ship."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def make_engine(
+    url: str | URL = DEFAULT_URL,
+    *,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
+    busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
+    echo: bool = False,
+) -> Engine:
+    """An Engine for `url` with the pool sized from the arguments.
+
+    `pool_size + max_overflow` bounds the connections one process opens: size it to the
+    number of screening workers plus the request threads of the HTTP service.
+    """
+    parsed = engine_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed, pool_size, max_overflow, pool_timeout, busy_timeout, echo)
+    if backend == "postgresql":
+        return create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            pool_pre_ping=True,
+            pool_recycle=POOL_RECYCLE_S,
+            echo=echo,
+        )
+    raise UnsupportedDatabase(
+        f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL"
+    )
+
+
+def _is_memory(url: URL) -> bool:
+    database = url.database or ""
+    return database in ("", ":memory:") or url.query.get("mode") == "memory"
+
+
+def _sqlite_engine(
+    url: URL,
+    pool_size: int,
+    max_overflow: int,
+    pool_timeout: float,
+    busy_timeout: float,
+    echo: bool,
+) -> Engine:
+    connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": busy_timeout}
+    memory = _is_memory(url)
+    if memory:
+        # One shared connection: enough for tests and demos, no concurrency.
+        engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool, echo=echo)
+    else:
+        database = Path(url.database or "")
+        if not url.query.get("uri"):
+            database.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args=connect_args,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=pool_timeout,
+            echo=echo,
+        )
+    busy_ms = int(busy_timeout * 1000)
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # The driver must not issue BEGIN itself: _on_begin does (see module docstring).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if not memory:
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        immediate = connection.get_execution_options().get(WRITE_OPTION, False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
