@@ -125,6 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "load-fixtures":
             return run_load_fixtures(args, sys.stdout, sys.stderr)
+        if args.command == "serve":
+            return run_serve(args)
         return run_screen(args, sys.stdout, sys.stderr)
     except (SourceError, MappingError, ConfigError, UsageError, FhirError) as exc:
         print(f"medcare-screen: error: {exc}", file=sys.stderr)
@@ -263,6 +265,41 @@ def run_load_fixtures(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
         file=out,
     )
     return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """gunicorn in production; Flask's development server with --dev (never in production)."""
+    from service.config import settings_from_env
+
+    if args.dev:
+        os.environ.setdefault("MEDCARE_ENV", "development")
+        print("medcare-screen: *** DEVELOPMENT SERVER: not for production ***", file=sys.stderr)
+    settings = settings_from_env().check()  # refuse to start without authentication
+    if args.dev:
+        from service.api import create_app
+
+        create_app(settings).run(host=args.host, port=args.port, threaded=True)
+        return EXIT_OK
+    from gunicorn.app.base import BaseApplication
+
+    class _Gunicorn(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("timeout", 120)
+            self.cfg.set("accesslog", "-")
+            # the access log names paths; patient ids in paths are ids, never names or values
+            self.cfg.set("access_log_format", '%(h)s "%(r)s" %(s)s %(b)s %(L)ss')
+
+        def load(self) -> object:
+            from service.api import create_app
+
+            return create_app(settings)
+
+    _Gunicorn().run()
+    return EXIT_OK
 
 
 if __name__ == "__main__":

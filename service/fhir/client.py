@@ -177,10 +177,13 @@ class FhirClient:
 
     # --- what the server can do -------------------------------------------------------------
 
-    def capabilities(self) -> Resource:
-        """The server's CapabilityStatement (GET metadata), fetched once per client."""
+    def capabilities(self, *, refresh: bool = False) -> Resource:
+        """The server's CapabilityStatement (GET metadata), fetched once per client.
+
+        `refresh` asks the server again (a readiness probe wants a live answer).
+        """
         with self._lock:
-            cached = self._capabilities
+            cached = None if refresh else self._capabilities
         if cached is not None:
             return cached
         statement = self._get("metadata", None, "CapabilityStatement")

@@ -113,6 +113,34 @@ class ScreenResult:
     software_version: str
     notes: tuple[str, ...] = field(default=())
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ScreenResult:
+        """The inverse of `to_dict` (for results read back from the store's outbox)."""
+        criteria = tuple(
+            CriterionResult(
+                id=c["id"],
+                kind=Kind(c["kind"]),
+                result=Result(c["result"]),
+                reason=c["reason"],
+                evidence=tuple(Evidence(e["reference"], e["summary"]) for e in c["evidence"]),
+            )
+            for c in data["criteria"]
+        )
+        return cls(
+            patient=data["patient"],
+            study=data["study"],
+            as_of=data["as_of"],
+            status=Status(data["status"]),
+            patient_type=data["patient_type"],
+            strata=dict(data["strata"]),
+            needs_review=tuple(data["needs_review"]),
+            missing_data=tuple(data["missing_data"]),
+            criteria=criteria,
+            rules_version=data["rules_version"],
+            software_version=data["software_version"],
+            notes=tuple(data.get("notes", ())),
+        )
+
     def criterion(self, criterion_id: str) -> CriterionResult:
         return next(c for c in self.criteria if c.id == criterion_id)
 

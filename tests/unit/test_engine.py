@@ -130,3 +130,12 @@ def test_free_testosterone_is_never_used(screener: Screener) -> None:
     result = screener.screen(record(condition(ADENOCARCINOMA), free), AS_OF)
     castrate = result.criterion("castrate-testosterone")
     assert castrate.result is Result.UNKNOWN and "not total testosterone" in castrate.reason
+
+
+def test_result_round_trips_through_its_dict(screener: Screener) -> None:
+    from service.screening.result import ScreenResult
+
+    result = screener.screen(
+        record(condition(ADENOCARCINOMA), total_testosterone(1.2, "nmol/L")), AS_OF
+    )
+    assert ScreenResult.from_dict(result.to_dict()) == result

@@ -1,0 +1,122 @@
+"""Flask app factory: settings, authentication, CORS, size limit, blueprints, one error shape.
+
+`create_app(settings=None, runtime=None)`: settings default to the environment (and are checked:
+no authentication, or TLS verification off, stops the start outside development mode); tests
+pass their own settings and may pass a runtime.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, request
+from flask_cors import CORS
+from flask_smorest import Api
+
+from service import __version__
+from service.api.errors import ApiError, ErrorSchema, register_error_handlers
+from service.api.metrics import register_metrics
+from service.api.security import ApiAuthenticator, JwksCache, JwtVerifier, Unauthorized
+from service.config import Settings, settings_from_env
+from service.runtime import Runtime
+
+log = logging.getLogger("medcare_screen.api")
+
+# Endpoints that return no patient data; everything else requires authentication.
+PUBLIC_ENDPOINTS = {
+    "health.live", "health.ready", "metrics", "api-docs.openapi_json", "api-docs.openapi_swagger_ui",
+    "cds.discovery", "static",
+}  # fmt: skip
+
+
+class ScreeningApi(Api):  # type: ignore[misc]
+    """flask-smorest's Api, documenting our error shape instead of its own."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+
+def create_app(settings: Settings | None = None, runtime: Runtime | None = None) -> Flask:
+    settings = (settings or settings_from_env()).check()
+    if settings.allow_no_auth:
+        log.warning("*** DEVELOPMENT MODE: the API accepts requests WITHOUT authentication ***")
+    app = Flask("medcare_screen")
+    app.config.update(
+        API_TITLE="MEDCARE Screen",
+        API_VERSION=__version__,
+        OPENAPI_VERSION="3.0.3",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        JSON_SORT_KEYS=False,
+        API_SPEC_OPTIONS={
+            "info": {
+                "description": "Eligibility pre-screening for MEDCARE (NCT06585007) from FHIR R4 data."
+            },
+            "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+            "security": [{"bearer": []}],
+        },
+    )
+    runtime = runtime or Runtime(settings)
+    app.extensions["medcare_runtime"] = runtime
+    app.extensions["medcare_settings"] = settings
+    api = ScreeningApi(app)
+
+    if settings.cors_origins:
+        CORS(app, origins=list(settings.cors_origins), allow_headers=["Authorization", "Content-Type"],
+             supports_credentials=False, max_age=600)  # fmt: skip
+
+    authenticator = _authenticator(settings)
+
+    @app.before_request
+    def _authenticate() -> None:
+        if request.method == "OPTIONS" or request.endpoint in PUBLIC_ENDPOINTS:
+            return
+        if request.endpoint is None:
+            return  # 404/405: no data behind it
+        if request.blueprint == "cds":
+            return  # CDS Hooks verifies the EHR's own JWT
+        try:
+            g.principal = authenticator.authenticate(request.headers.get("Authorization"))
+        except Unauthorized as exc:
+            raise ApiError(401, "unauthorized", str(exc)) from exc
+
+    @app.after_request
+    def _security_headers(response: Response) -> Response:
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    from service.api.views import cds, changes, health, runs, screen
+
+    for blueprint in (screen.blp, runs.blp, changes.blp, health.blp, cds.blp):
+        api.register_blueprint(blueprint)
+    register_metrics(app)
+    register_error_handlers(app)
+    return app
+
+
+def _authenticator(settings: Settings) -> ApiAuthenticator:
+    verifier = None
+    if settings.jwt_issuer and settings.jwt_jwks_url:
+        verifier = JwtVerifier(
+            {
+                settings.jwt_issuer: JwksCache(
+                    settings.jwt_jwks_url, verify=settings.tls_ca_bundle or True
+                )
+            },
+            settings.jwt_audience,
+        )
+    return ApiAuthenticator(
+        settings.api_token_hashes, verifier, allow_anonymous=settings.allow_no_auth
+    )
+
+
+def runtime() -> Runtime:
+    from flask import current_app
+
+    value: Any = current_app.extensions["medcare_runtime"]
+    assert isinstance(value, Runtime)
+    return value

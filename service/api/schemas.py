@@ -1,0 +1,199 @@
+"""Marshmallow schemas at the edge: what requests may carry and what responses contain.
+
+flask-smorest uses them both to load/dump and to generate /openapi.json, so the document and
+the behaviour cannot drift. Patient ids follow the FHIR id rule; searches must be Patient
+searches (the FHIR base URL itself never comes from a request).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+
+from service.screening.result import CRITERIA
+
+FHIR_ID = validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}$", error="not a FHIR resource id")
+CRITERION_IDS = [cid for cid, _ in CRITERIA]
+
+
+class EvidenceSchema(Schema):
+    reference = fields.String(required=True, metadata={"example": "Observation/77/_history/2"})
+    summary = fields.String(required=True)
+
+
+class CriterionSchema(Schema):
+    id = fields.String(required=True, validate=validate.OneOf(CRITERION_IDS))
+    kind = fields.String(
+        required=True, validate=validate.OneOf(["inclusion", "exclusion", "informational"])
+    )
+    result = fields.String(
+        required=True, validate=validate.OneOf(["met", "not-met", "unknown", "manual"])
+    )
+    reason = fields.String(required=True)
+    evidence = fields.List(fields.Nested(EvidenceSchema), required=True)
+
+
+class StrataSchema(Schema):
+    metastases = fields.String(allow_none=True, validate=validate.OneOf(["1", ">1"]))
+    localization = fields.String(
+        allow_none=True, validate=validate.OneOf(["local-N-M1a", "M1b-M1c"])
+    )
+    systemic_therapy = fields.String(allow_none=True, validate=validate.OneOf(["type-1", "type-2"]))
+
+
+class ResultSchema(Schema):
+    """The screen result of criteria.md §7."""
+
+    patient = fields.String(required=True, metadata={"example": "Patient/123"})
+    study = fields.String(required=True, metadata={"example": "NCT06585007"})
+    as_of = fields.String(required=True, metadata={"example": "2026-11-26"})
+    status = fields.String(required=True, validate=validate.OneOf(["candidate", "ineligible"]))
+    patient_type = fields.Integer(allow_none=True, required=True)
+    strata = fields.Nested(StrataSchema, required=True)
+    needs_review = fields.List(fields.String(), required=True)
+    missing_data = fields.List(fields.String(), required=True)
+    criteria = fields.List(fields.Nested(CriterionSchema), required=True)
+    rules_version = fields.String(required=True)
+    software_version = fields.String(required=True)
+    notes = fields.List(fields.String())
+
+
+class ScreenRequestSchema(Schema):
+    patient = fields.String(required=True, validate=FHIR_ID, metadata={"description": "Patient id"})
+    as_of = fields.Date(
+        load_default=None, metadata={"description": "screening date; default today"}
+    )
+    write_back = fields.Boolean(
+        load_default=False, metadata={"description": "write the result to the FHIR server"}
+    )
+
+
+class ScreenResponseSchema(Schema):
+    result = fields.Nested(ResultSchema, required=True)
+    changed = fields.Boolean(
+        required=True, metadata={"description": "content differs from the previous result"}
+    )
+    write_back = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "written | unchanged | skip-ineligible | skip-managed | queued; null when not asked"
+        },
+    )
+
+
+class RunRequestSchema(Schema):
+    patients = fields.List(
+        fields.String(validate=FHIR_ID), validate=validate.Length(min=1, max=100_000)
+    )
+    search = fields.String(
+        validate=validate.Regexp(
+            r"^Patient(\?.*)?$",
+            error="must be a Patient search, e.g. 'Patient?_has:Condition:patient:code=...'",
+        ),
+    )
+    group = fields.String(validate=FHIR_ID)
+    as_of = fields.Date(load_default=None)
+    write_back = fields.Boolean(load_default=False)
+
+    @validates_schema
+    def exactly_one_population(self, data: dict[str, Any], **_: Any) -> None:
+        given = [k for k in ("patients", "search", "group") if k in data]
+        if len(given) != 1:
+            raise ValidationError("give exactly one of 'patients', 'search' or 'group'", "_schema")
+
+
+class ProgressSchema(Schema):
+    total = fields.Integer()
+    pending = fields.Integer()
+    in_progress = fields.Integer()
+    done = fields.Integer()
+    failed = fields.Integer()
+    candidate = fields.Integer()
+    ineligible = fields.Integer()
+
+
+class RunLinksSchema(Schema):
+    self = fields.String()
+    results = fields.String()
+    summary = fields.String()
+    cancel = fields.String()
+
+
+class RunSchema(Schema):
+    id = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["ids", "search", "group", "file"]))
+    status = fields.String(
+        required=True, validate=validate.OneOf(["queued", "running", "done", "failed", "cancelled"])
+    )
+    as_of = fields.String(required=True)
+    write_back = fields.Boolean(required=True)
+    created_at = fields.String(required=True)
+    started_at = fields.String(allow_none=True)
+    finished_at = fields.String(allow_none=True)
+    error = fields.String(allow_none=True)
+    progress = fields.Nested(ProgressSchema, required=True)
+    links = fields.Nested(RunLinksSchema, required=True)
+
+
+class PageArgsSchema(Schema):
+    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+    limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
+
+
+class RunResultItemSchema(Schema):
+    position = fields.Integer()
+    patient = fields.String()
+    state = fields.String(metadata={"description": "pending | in-progress | done | failed"})
+    error = fields.String(allow_none=True)
+    result = fields.Nested(ResultSchema, allow_none=True)
+
+
+class RunResultsPageSchema(Schema):
+    items = fields.List(fields.Nested(RunResultItemSchema), required=True)
+    next_cursor = fields.String(allow_none=True, required=True)
+
+
+class CriterionAttritionSchema(Schema):
+    id = fields.String()
+    not_met = fields.Integer(data_key="not-met", attribute="not-met")
+    kind = fields.String()
+    met = fields.Integer()
+    # data_key: "unknown" is a reserved attribute name on a marshmallow Schema
+    unknown_count = fields.Integer(data_key="unknown", attribute="unknown")
+    manual = fields.Integer()
+    ruled_out = fields.Integer()
+    left = fields.Integer()
+
+
+class AttritionSchema(Schema):
+    screened = fields.Integer()
+    candidate = fields.Integer()
+    ineligible = fields.Integer()
+    failed = fields.Integer()
+    criteria = fields.List(fields.Nested(CriterionAttritionSchema))
+
+
+class ChangeItemSchema(Schema):
+    seq = fields.Integer(required=True)
+    patient = fields.String(required=True)
+    status = fields.String(required=True)
+    as_of = fields.String(required=True)
+    fingerprint = fields.String(required=True)
+    created_at = fields.String(required=True)
+    result = fields.Nested(ResultSchema, required=True)
+
+
+class ChangesPageSchema(Schema):
+    items = fields.List(fields.Nested(ChangeItemSchema), required=True)
+    next_cursor = fields.String(
+        required=True,
+        metadata={
+            "description": "pass it back to get the next changes; an empty page means: poll again later"
+        },
+    )
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True)
+    checks = fields.Dict(keys=fields.String(), values=fields.Boolean())

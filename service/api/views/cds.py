@@ -1,0 +1,219 @@
+"""CDS Hooks: discovery and a `patient-view` service that returns one MEDCARE card.
+
+The EHR's JWT is verified (issuer allow-list, its JWKS, expiry, audience). With prefetch the
+service makes no FHIR call at all; without it, it reads the patient from the service's own
+configured source. The `fhirServer` a request names is never used: the FHIR base URL does not
+come from a request.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date
+from typing import Any
+
+from flask import current_app, request
+from flask_smorest import Blueprint
+from marshmallow import Schema, fields, validate
+
+from service.api.app import runtime
+from service.api.errors import ApiError, ErrorSchema
+from service.api.schemas import FHIR_ID
+from service.api.security import JwksCache, JwtVerifier, Unauthorized
+from service.config import Settings
+from service.fhir.record import PatientRecord
+from service.fhir.server_source import OBSERVATION_VALUE_SETS
+from service.runtime import NotFound, SourceUnavailable
+from service.screening.result import Result, ScreenResult, Status
+
+blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks")
+SERVICE_ID = "medcare-patient-view"
+PREFETCH_TYPES = (
+    "Condition",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "Procedure",
+)
+
+
+def prefetch_templates() -> dict[str, str]:
+    """Prefetch that gives the service everything it reads, so a prefetching EHR costs no calls."""
+    codes: list[str] = []
+    mappings = runtime().mappings
+    for name in OBSERVATION_VALUE_SETS:
+        codes.extend(f"{system}|{code}" for system, code in mappings.vs(name).search_codes)
+    templates = {
+        "patient": "Patient/{{context.patientId}}",
+        "observations": "Observation?patient={{context.patientId}}&code=" + ",".join(codes),
+    }
+    for resource_type in PREFETCH_TYPES:
+        include = (
+            f"&_include={resource_type}:medication"
+            if resource_type.startswith("Medication")
+            else ""
+        )
+        templates[resource_type[0].lower() + resource_type[1:]] = (
+            f"{resource_type}?patient={{{{context.patientId}}}}{include}"
+        )
+    return templates
+
+
+class CdsContextSchema(Schema):
+    patientId = fields.String(required=True, validate=FHIR_ID)
+    userId = fields.String()
+
+
+class CdsRequestSchema(Schema):
+    class Meta:
+        unknown = "include"  # fhirServer, fhirAuthorization...: accepted, never used
+
+    hook = fields.String(required=True, validate=validate.Equal("patient-view"))
+    hookInstance = fields.String(required=True)
+    context = fields.Nested(CdsContextSchema, required=True)
+    prefetch = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))
+
+
+class CardSourceSchema(Schema):
+    label = fields.String(required=True)
+
+
+class CardSchema(Schema):
+    uuid = fields.String()
+    summary = fields.String(required=True, validate=validate.Length(max=140))
+    detail = fields.String()
+    indicator = fields.String(
+        required=True, validate=validate.OneOf(["info", "warning", "critical"])
+    )
+    source = fields.Nested(CardSourceSchema, required=True)
+
+
+class CardsSchema(Schema):
+    cards = fields.List(fields.Nested(CardSchema), required=True)
+
+
+@blp.route("", methods=["GET"])
+@blp.doc(security=[])
+def discovery() -> dict[str, Any]:
+    """CDS Hooks discovery: the services and their prefetch templates."""
+    return {
+        "services": [
+            {
+                "hook": "patient-view",
+                "id": SERVICE_ID,
+                "title": "MEDCARE trial pre-screen",
+                "description": "Is this patient a candidate for the MEDCARE trial (NCT06585007), and why?",
+                "prefetch": prefetch_templates(),
+            }
+        ]
+    }
+
+
+@blp.route(f"/{SERVICE_ID}", methods=["POST"])
+@blp.arguments(CdsRequestSchema)
+@blp.response(200, CardsSchema)
+@blp.alt_response(401, schema=ErrorSchema)
+def patient_view(body: dict[str, Any]) -> dict[str, Any]:
+    """One card: candidate or ineligible, why, and what needs review."""
+    _verify_ehr_jwt()
+    patient_id = body["context"]["patientId"]
+    rt = runtime()
+    record = _record_from_prefetch(patient_id, body.get("prefetch") or {})
+    try:
+        if record is None:
+            record = rt.source.record(patient_id)
+    except NotFound as exc:
+        raise ApiError(404, "patient-not-found", str(exc)) from exc
+    except SourceUnavailable as exc:
+        raise ApiError(502, "fhir-server-error", str(exc)) from exc
+    result = rt.screener.screen(record, date.today())
+    return {"cards": [card(result)]}
+
+
+def card(result: ScreenResult) -> dict[str, Any]:
+    ruled_out = [c for c in result.criteria if c.rules_out()]
+    review = [
+        c for c in result.criteria if c.result is Result.UNKNOWN and c.kind.value != "informational"
+    ]
+    if result.status is Status.INELIGIBLE:
+        summary = f"MEDCARE trial: not eligible ({', '.join(c.id for c in ruled_out)})"
+        indicator = "info"
+    else:
+        summary = "MEDCARE trial: candidate for the tumour board" + (
+            f", {len(review)} item(s) to check" if review else ""
+        )
+        indicator = "warning"
+    lines = [
+        f"**Status:** {result.status.value}"
+        + (f", patient type {result.patient_type}" if result.patient_type else "")
+    ]
+    if ruled_out:
+        lines.append("**Ruled out by:**")
+        lines.extend(f"- {c.id}: {c.reason}" for c in ruled_out)
+    if review:
+        lines.append("**Needs review:**")
+        lines.extend(f"- {c.id}: {c.reason}" for c in review)
+    manual = [c.id for c in result.criteria if c.result is Result.MANUAL]
+    lines.append(f"**Always checked by a person:** {', '.join(manual)}")
+    return {
+        "uuid": str(uuid.uuid4()),
+        "summary": summary[:140],
+        "detail": "\n".join(lines),
+        "indicator": indicator,
+        "source": {"label": "MEDCARE Screen (pre-screen, rules " + result.rules_version + ")"},
+    }
+
+
+def _record_from_prefetch(patient_id: str, prefetch: dict[str, Any]) -> PatientRecord | None:
+    """A record from prefetched data, or None when any template was not prefetched."""
+    expected = prefetch_templates().keys()
+    if not prefetch or any(prefetch.get(key) is None for key in expected):
+        return None
+    record = PatientRecord(patient_id)
+    patient = prefetch["patient"]
+    if (
+        not isinstance(patient, dict)
+        or patient.get("resourceType") != "Patient"
+        or patient.get("id") != patient_id
+    ):
+        raise ApiError(400, "bad-prefetch", "prefetch 'patient' is not this Patient")
+    record.add(patient)
+    for key in expected:
+        if key == "patient":
+            continue
+        bundle = prefetch[key]
+        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+            raise ApiError(400, "bad-prefetch", f"prefetch {key!r} is not a Bundle")
+        for entry in bundle.get("entry") or []:
+            resource = entry.get("resource") if isinstance(entry, dict) else None
+            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
+                record.add(resource, entry.get("fullUrl"))
+    return record
+
+
+def _verify_ehr_jwt() -> None:
+    settings: Settings = current_app.extensions["medcare_settings"]
+    verifier: JwtVerifier | None = current_app.extensions.get("medcare_cds_verifier")
+    if verifier is None and settings.cds_issuers:
+        verifier = JwtVerifier(
+            {
+                iss: JwksCache(url, verify=settings.tls_ca_bundle or True)
+                for iss, url in settings.cds_issuers
+            },
+            settings.cds_audience or request.base_url,
+        )
+        current_app.extensions["medcare_cds_verifier"] = verifier
+    authorization = request.headers.get("Authorization", "")
+    if verifier is None:
+        if settings.allow_no_auth:
+            return
+        raise ApiError(
+            401, "unauthorized", "CDS Hooks callers are not configured (MEDCARE_CDS_ISSUERS)"
+        )
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "unauthorized", "a CDS Hooks JWT is required")
+    try:
+        verifier.verify(token.strip())
+    except Unauthorized as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from exc

@@ -1,0 +1,103 @@
+"""Screening runs over a patient list, a FHIR search or a Group (asynchronous)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from flask import url_for
+from flask_smorest import Blueprint
+
+from service.api.app import runtime
+from service.api.errors import ApiError, ErrorSchema
+from service.api.schemas import (
+    AttritionSchema,
+    PageArgsSchema,
+    RunRequestSchema,
+    RunResultsPageSchema,
+    RunSchema,
+)
+from service.runtime import SourceUnavailable
+from service.store import BadCursor, RunInfo
+
+blp = Blueprint("runs", __name__, url_prefix="/v1/runs", description="Population screening runs")
+
+
+def _view(run: RunInfo) -> dict[str, Any]:
+    data = run.to_dict()
+    data["progress"] = runtime().store.run_progress(run.id)
+    data["links"] = {
+        "self": url_for("runs.get_run", run_id=run.id),
+        "results": url_for("runs.run_results", run_id=run.id),
+        "summary": url_for("runs.run_summary", run_id=run.id),
+        "cancel": url_for("runs.cancel_run", run_id=run.id),
+    }
+    return data
+
+
+def _run_or_404(run_id: str) -> RunInfo:
+    run = runtime().store.get_run(run_id)
+    if run is None:
+        raise ApiError(404, "run-not-found", f"no run {run_id}")
+    return run
+
+
+@blp.route("", methods=["POST"])
+@blp.arguments(RunRequestSchema)
+@blp.response(202, RunSchema)
+@blp.alt_response(
+    400, schema=ErrorSchema, description="the population cannot be read from this source"
+)
+def start_run(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Start a run; poll the returned URL for progress."""
+    given, spec = next((k, body[k]) for k in ("patients", "search", "group") if k in body)
+    kind = "ids" if given == "patients" else given
+    try:
+        run = runtime().start_run(kind, spec, body["as_of"] or date.today(), body["write_back"])
+    except SourceUnavailable as exc:
+        raise ApiError(400, "unsupported-population", str(exc)) from exc
+    view = _view(run)
+    return view, 202, {"Location": view["links"]["self"]}
+
+
+@blp.route("/<run_id>", methods=["GET"])
+@blp.response(200, RunSchema)
+@blp.alt_response(404, schema=ErrorSchema)
+def get_run(run_id: str) -> dict[str, Any]:
+    """Status of a run, with progress and counts."""
+    return _view(_run_or_404(run_id))
+
+
+@blp.route("/<run_id>/results", methods=["GET"])
+@blp.arguments(PageArgsSchema, location="query")
+@blp.response(200, RunResultsPageSchema)
+@blp.alt_response(404, schema=ErrorSchema)
+def run_results(args: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The run's patients in list order, with their result or failure, paged by cursor."""
+    _run_or_404(run_id)
+    try:
+        items, cursor = runtime().store.run_results(run_id, args["cursor"], args["limit"])
+    except BadCursor as exc:
+        raise ApiError(400, "bad-cursor", "the cursor is not one this API gave out") from exc
+    return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/<run_id>/summary", methods=["GET"])
+@blp.response(200, AttritionSchema)
+@blp.alt_response(404, schema=ErrorSchema)
+def run_summary(run_id: str) -> Any:
+    """Attrition: per criterion the counts of each result and the patients left (the funnel)."""
+    _run_or_404(run_id)
+    return runtime().store.attrition(run_id)
+
+
+@blp.route("/<run_id>/cancel", methods=["POST"])
+@blp.response(200, RunSchema)
+@blp.alt_response(404, schema=ErrorSchema)
+@blp.alt_response(409, schema=ErrorSchema, description="the run has already finished")
+def cancel_run(run_id: str) -> dict[str, Any]:
+    """Cancel a queued or running run; patients already screened keep their results."""
+    _run_or_404(run_id)
+    if not runtime().cancel_run(run_id):
+        raise ApiError(409, "run-finished", f"run {run_id} has already finished")
+    return _view(_run_or_404(run_id))

@@ -1,0 +1,151 @@
+"""StructureDefinitions (FHIR R4) for our extensions, generated from extensions.DEFINITIONS.
+
+The files in profiles/ are this module's output for the default canonical base, so the code and
+the documentation of an extension cannot drift apart (a unit test compares them). A site with
+its own canonical base publishes definitions under it with:
+
+    python -m service.writeback.profiles OUT_DIR --base https://fhir.example.org
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from service.writeback.extensions import (
+    DEFAULT_CANONICAL_BASE,
+    DEFINITIONS,
+    ExtensionDefinition,
+    Part,
+    extension_url,
+)
+
+EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
+JSON = dict[str, Any]
+
+
+def _value_element(element_id: str, value_type: str, short: str | None = None) -> JSON:
+    element: JSON = {
+        "id": f"{element_id}.value[x]",
+        "path": "Extension.extension.value[x]" if ":" in element_id else "Extension.value[x]",
+        "min": 1,
+        "type": [{"code": value_type}],
+    }
+    if short:
+        element["short"] = short
+    return element
+
+
+def _part_elements(part: Part) -> list[JSON]:
+    """The slice of Extension.extension for one sub-extension: cardinality, url, value type."""
+    slice_id = f"Extension.extension:{part.url}"
+    return [
+        {
+            "id": slice_id,
+            "path": "Extension.extension",
+            "sliceName": part.url,
+            "short": part.short,
+            "definition": part.definition,
+            "min": part.min,
+            "max": part.max,
+        },
+        {"id": f"{slice_id}.extension", "path": "Extension.extension.extension", "max": "0"},
+        {"id": f"{slice_id}.url", "path": "Extension.extension.url", "fixedUri": part.url},
+        _value_element(slice_id, part.value_type),
+    ]
+
+
+def structure_definition(definition: ExtensionDefinition, canonical_base: str) -> JSON:
+    """One extension's StructureDefinition: a constraint on Extension, in ResearchSubject."""
+    url = extension_url(canonical_base, definition.id)
+    elements: list[JSON] = [
+        {
+            "id": "Extension",
+            "path": "Extension",
+            "short": definition.title,
+            "definition": definition.definition,
+            "min": 0,
+            "max": "*" if definition.repeats else "1",
+        }
+    ]
+    if definition.parts:
+        elements.append(
+            {
+                "id": "Extension.extension",
+                "path": "Extension.extension",
+                "slicing": {
+                    "discriminator": [{"type": "value", "path": "url"}],
+                    "ordered": False,
+                    "rules": "open",
+                },
+                "min": 1,
+            }
+        )
+        for part in definition.parts:
+            elements += _part_elements(part)
+        elements += [
+            {"id": "Extension.url", "path": "Extension.url", "fixedUri": url},
+            {"id": "Extension.value[x]", "path": "Extension.value[x]", "max": "0"},
+        ]
+    else:
+        assert definition.value_type is not None, definition.id
+        elements += [
+            {"id": "Extension.extension", "path": "Extension.extension", "max": "0"},
+            {"id": "Extension.url", "path": "Extension.url", "fixedUri": url},
+            _value_element("Extension", definition.value_type),
+        ]
+    return {
+        "resourceType": "StructureDefinition",
+        "id": definition.id,
+        "url": url,
+        "name": definition.name,
+        "title": definition.title,
+        "status": "draft",
+        "publisher": "MEDCARE Screen",
+        "description": definition.definition,
+        "fhirVersion": "4.0.1",
+        "kind": "complex-type",
+        "abstract": False,
+        "context": [{"type": "element", "expression": "ResearchSubject"}],
+        "type": "Extension",
+        "baseDefinition": EXTENSION_BASE,
+        "derivation": "constraint",
+        "differential": {"element": elements},
+    }
+
+
+def structure_definitions(canonical_base: str = DEFAULT_CANONICAL_BASE) -> list[JSON]:
+    return [structure_definition(d, canonical_base) for d in DEFINITIONS]
+
+
+def render(resource: JSON) -> str:
+    """The file text: 2-space JSON with a final newline, stable for diffs."""
+    return json.dumps(resource, indent=2, ensure_ascii=False) + "\n"
+
+
+def write_profiles(directory: Path, canonical_base: str = DEFAULT_CANONICAL_BASE) -> list[Path]:
+    """Write StructureDefinition-<id>.json for every extension; returns the paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for resource in structure_definitions(canonical_base):
+        path = directory / f"StructureDefinition-{resource['id']}.json"
+        path.write_text(render(resource), encoding="utf-8")
+        paths.append(path)
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("directory", type=Path)
+    parser.add_argument("--base", default=DEFAULT_CANONICAL_BASE, help="canonical base URL")
+    args = parser.parse_args(argv)
+    for path in write_profiles(args.directory, args.base.rstrip("/")):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,74 @@
+"""The fingerprint: equal for equal content, different when anything written would differ."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+
+import pytest
+
+from service.screening.result import Evidence, Result, ScreenResult, Status
+from service.writeback.fingerprint import fingerprint
+from tests.unit.writeback.sample import make_result, with_criterion
+
+
+def test_format_is_sha256_hex() -> None:
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", fingerprint(make_result()))
+
+
+def test_equal_results_give_equal_fingerprints() -> None:
+    assert fingerprint(make_result()) == fingerprint(make_result())
+
+
+def test_run_dependent_fields_do_not_count() -> None:
+    """A daily re-screen or a software upgrade with the same outcome writes nothing."""
+    base = fingerprint(make_result())
+    assert fingerprint(make_result(as_of="2026-12-01")) == base
+    assert fingerprint(make_result(software_version="0.2.0")) == base
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param(
+            with_criterion(make_result(), "age", reason="Aged 75 on 2026-11-26."), id="reason"
+        ),
+        pytest.param(with_criterion(make_result(), "age", result=Result.UNKNOWN), id="result"),
+        pytest.param(
+            with_criterion(
+                make_result(), "age", evidence=(Evidence("Patient/123/_history/4", "Born 1951"),)
+            ),
+            id="evidence-added",
+        ),
+        pytest.param(
+            with_criterion(
+                make_result(),
+                "castrate-testosterone",
+                evidence=(
+                    Evidence("Observation/77/_history/3", "Testosterone 1.2 nmol/L, 2026-10-30"),
+                ),
+            ),
+            id="evidence-version",
+        ),
+        pytest.param(make_result(status=Status.INELIGIBLE), id="status"),
+        pytest.param(make_result(patient_type=1), id="patient-type"),
+        pytest.param(
+            make_result(
+                strata={"metastases": ">1", "localization": "M1b-M1c", "systemic_therapy": "type-2"}
+            ),
+            id="strata",
+        ),
+        pytest.param(make_result(missing_data=("age",)), id="missing-data"),
+        pytest.param(make_result(notes=("Observation/9: unreadable",)), id="notes"),
+        pytest.param(make_result(rules_version="medcare-2"), id="rules-version"),
+        pytest.param(make_result(patient="Patient/124"), id="patient"),
+    ],
+)
+def test_any_content_change_changes_the_fingerprint(changed: ScreenResult) -> None:
+    assert fingerprint(changed) != fingerprint(make_result())
+
+
+def test_criterion_order_counts() -> None:
+    result = make_result()
+    reordered = replace(result, criteria=tuple(reversed(result.criteria)))
+    assert fingerprint(reordered) != fingerprint(result)
