@@ -116,6 +116,19 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--source", type=Path, default=DEFAULT_SOURCE, help="folder of fixture Bundles"
     )
+
+    serve = commands.add_parser(
+        "serve", help="run the HTTP service (gunicorn; settings from MEDCARE_*)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    serve.add_argument("--threads", type=int, default=8, help="threads per worker")
+    serve.add_argument(
+        "--dev",
+        action="store_true",
+        help="development mode: Flask's server, MEDCARE_ENV=development (announced loudly)",
+    )
     return parser
 
 
@@ -173,7 +186,9 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 client, mappings.parameters, write_ineligible=args.write_ineligible
             )
     else:
-        source = LocalSource(args.source or DEFAULT_SOURCE)
+        source = LocalSource(
+            args.source or Path(os.environ.get("MEDCARE_SOURCE_PATH") or DEFAULT_SOURCE)
+        )
         records = iter(source.records(args.patient))
     results: list[ScreenResult] = []
     for count, record in enumerate(records, start=1):

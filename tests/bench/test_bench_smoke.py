@@ -20,6 +20,7 @@ from bench.generate import Mix, generate, patient_id
 from bench.load import bundles_generated, load
 from bench.serverbench import BaselineFactory, RequestCounter, measure, ours_factory
 from bench.servers import running
+from bench.stream_prototype import stream_records
 from service.fhir.local_source import LocalSource
 from service.mapping import Mappings
 from service.screening.engine import Screener
@@ -53,6 +54,17 @@ def test_ndjson_and_bundles_screen_identically(tmp_path: Path, screener: Screene
     from_ndjson = _results(screener, tmp_path / "ndjson")
     assert sorted(from_ndjson) == [patient_id(3, i) for i in range(N)]
     assert from_ndjson == _results(screener, tmp_path / "bundles")
+
+
+def test_streaming_prototype_screens_like_local_source(tmp_path: Path, screener: Screener) -> None:
+    generate(N, 4, tmp_path / "ndjson", "ndjson")
+    (tmp_path / "scratch").mkdir()
+    streamed = {
+        record.patient_id: json.dumps(screener.screen(record, AS_OF).to_dict(), sort_keys=True)
+        for record in stream_records(tmp_path / "ndjson", tmp_path / "scratch", bucket_mb=0.5)
+    }
+    assert streamed == _results(screener, tmp_path / "ndjson")
+    assert list((tmp_path / "scratch").iterdir()) == []  # buckets are removed as they are used
 
 
 def test_quick_run_writes_results_and_table(

@@ -104,3 +104,36 @@ def test_console_script_runs_the_readme_command() -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert "Patient/fx-base" in done.stdout and "patients screened" in done.stdout
+
+
+def test_serve_refuses_to_start_without_authentication(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in list(__import__("os").environ):
+        if name.startswith("MEDCARE_"):
+            monkeypatch.delenv(name)
+    code = main(["serve", "--port", "0"])
+    err = capsys.readouterr().err
+    assert code == 2 and "no API authentication configured" in err and "Traceback" not in err
+
+
+def test_serve_refuses_tls_verification_off_in_production(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MEDCARE_API_TOKEN_SHA256", "0" * 64)
+    monkeypatch.setenv("MEDCARE_TLS_VERIFY", "false")
+    monkeypatch.delenv("MEDCARE_ENV", raising=False)
+    code = main(["serve", "--port", "0"])
+    assert (
+        code == 2
+        and "TLS verification cannot be turned off in production" in capsys.readouterr().err
+    )
+
+
+def test_credentials_in_the_fhir_url_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["screen", "--fhir-base", "https://user:secret@fhir.example.org/r4"])
+    err = capsys.readouterr().err
+    assert "credentials do not belong in the URL" in err and "secret" not in err.replace(
+        "credentials", ""
+    )
