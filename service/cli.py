@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -290,6 +290,10 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("MEDCARE_ENV", "development")
         print("medcare-screen: *** DEVELOPMENT SERVER: not for production ***", file=sys.stderr)
     settings = settings_from_env().check()  # refuse to start without authentication
+    # every worker resumes the runs interrupted before this moment (see Runtime.start_workers)
+    settings = settings.with_overrides(
+        extra={**settings.extra, "service_started_at": datetime.now(UTC)}
+    )
     if args.dev:
         from service.api import create_app
 

@@ -72,7 +72,8 @@ class Settings:
     environment: str = "production"  # production | development
     fhir_base_url: str | None = None  # None: screen the local source instead of a server
     source_path: Path = DEFAULT_SOURCE
-    database_url: str = f"sqlite:///{DEFAULT_DATABASE}"
+    # repr=False: a database URL may carry a password, `extra` an environment (secrets)
+    database_url: str = field(default=f"sqlite:///{DEFAULT_DATABASE}", repr=False)
     mappings_dir: Path | None = None
     tls_ca_bundle: str | None = None
     tls_verify: bool = True
@@ -92,7 +93,7 @@ class Settings:
     db_pool_size: int = 8
     http_pool_size: int = 16
     allow_no_auth: bool = False  # development only; announced at start-up
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def development(self) -> bool:

@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from service.config import Settings
 from service.fhir.auth import auth_from_env
@@ -38,6 +42,19 @@ from service.writeback.writer import ResultWriter, WriteOutcome
 log = logging.getLogger("medcare_screen.runtime")
 
 CLAIM_BATCH = 8
+# A patient whose FHIR server is temporarily unavailable (connection refused, timeouts, 503
+# after the client's own retries) is tried again after each of these pauses before the run
+# records it as failed: a run rides out an outage of a few minutes instead of failing everyone.
+RUN_RETRY_DELAYS_S: tuple[float, ...] = (5.0, 15.0, 45.0)
+# Errors that say the database is not reachable now (restart, failover, network, a pool that
+# cannot connect), not that a statement is wrong: a run waits for the database instead of failing.
+DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+DATABASE_WAIT_S = 600.0  # one outage longer than this fails the run
+RUN_DATABASE_OUTAGES = 50  # so do more outages than this within one run
+# A patient claimed longer ago than this by a process that is gone is screened again; the lease
+# is longer than one patient can take with every retry (the claim is not renewed meanwhile).
+CLAIM_LEASE = timedelta(minutes=30)
+CLAIM_POLL_S = 5.0
 OUTBOX_INTERVAL_S = 2.0
 OUTBOX_MAX_BACKOFF_S = 600.0
 
@@ -48,6 +65,19 @@ class SourceUnavailable(Exception):
 
 class NotFound(Exception):
     """The patient is not known to the source."""
+
+
+class Stopping(Exception):
+    """The service is shutting down: leave the patient claimed, a restart resumes it."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database went away in the middle of a batch; `patients` were screened but not
+    recorded and are still claimed by this process."""
+
+    def __init__(self, patients: list[str]) -> None:
+        super().__init__(f"{len(patients)} patients not recorded")
+        self.patients = patients
 
 
 @dataclass(frozen=True)
@@ -137,7 +167,12 @@ class Runtime:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start_workers(self) -> None:
-        for run in self.store.interrupted_runs():
+        # Under gunicorn every worker process starts here. Claims made before the service
+        # started belong to processes that are gone and are taken back at once; a sibling
+        # worker's claims made since are left to it (a later lease check takes back those of a
+        # worker that died). Without a service start time (one process) every claim is stale.
+        started_at = self.settings.extra.get("service_started_at")
+        for run in self.store.interrupted_runs(stale_before=started_at):
             log.info("resuming run %s", run.id)
             self._runs.submit(self._execute_run, run.id)
         if self.writer is not None and self._outbox_thread is None:
@@ -182,22 +217,30 @@ class Runtime:
         return ScreenOutcome(result.to_dict(), recorded.changed, outcome)
 
     def _write_now(self, result: ScreenResult) -> str:
-        """Try the write at once; on failure the queued outbox entry will retry it."""
+        """Try the write at once; on failure the queued outbox entry will retry it.
+
+        This patient's queued entry is taken first (and only it: other patients' entries stay
+        due for the outbox worker), so the worker does not write the same patient meanwhile.
+        """
         assert self.writer is not None
+        taken = self.store.due_writebacks(limit=1, patient_id=result.patient)
+        current = fingerprint(result)
         try:
             written: WriteOutcome = self.writer.write(result)
         except FhirError as exc:
             log.warning(
                 "write-back for %s deferred to the outbox (%s)", result.patient, type(exc).__name__
             )
+            retry_at = datetime.now(UTC) + timedelta(seconds=OUTBOX_INTERVAL_S)
+            for entry in taken:
+                self.store.mark_writeback_failed(entry.id, _safe_error(exc), retry_at)
             return "queued"
-        self._settle_outbox(result.patient)
-        return written.outcome
-
-    def _settle_outbox(self, patient: str) -> None:
-        for entry in self.store.due_writebacks(limit=50):
-            if entry.patient_id == patient:
+        for entry in taken:
+            if entry.fingerprint == current:
                 self.store.mark_writeback_done(entry.id)
+            else:  # a newer result was queued meanwhile: the outbox writes that one
+                self.store.mark_writeback_failed(entry.id, "not written yet", datetime.now(UTC))
+        return written.outcome
 
     # -- runs --------------------------------------------------------------------------------
 
@@ -216,11 +259,48 @@ class Runtime:
         return self.store.cancel_run(run_id)
 
     def _execute_run(self, run_id: str) -> None:
+        """Run to the end. The database going away (a restart, a failover) does not end the
+        run: it waits for the database, gives back the patients it could not record, and goes
+        on; any other error fails the run with its reason."""
+        unrecorded: list[str] = []
+        for _ in range(RUN_DATABASE_OUTAGES):
+            try:
+                if unrecorded:
+                    self.store.release_claims(run_id, unrecorded)
+                    unrecorded = []
+                self._run(run_id)
+                return
+            except DatabaseUnavailable as exc:
+                unrecorded = exc.patients
+                log.warning("run %s: the database is unavailable; waiting for it", run_id)
+            except DATABASE_DOWN as exc:
+                log.warning("run %s: the database is unavailable (%s)", run_id, type(exc).__name__)
+            except Exception as exc:  # the run fails with its reason; the service goes on
+                log.error("run %s failed (%s)", run_id, type(exc).__name__)
+                self._fail_run(run_id, _safe_error(exc))
+                return
+            if not self._wait_for_database():
+                return  # stopping: the next start resumes the run
+        self._fail_run(run_id, "the database was unavailable too often; the run was given up")
+
+    def _fail_run(self, run_id: str, error: str) -> None:
         try:
-            self._run(run_id)
-        except Exception as exc:  # the run fails with its reason; the service goes on
-            log.error("run %s failed (%s)", run_id, type(exc).__name__)
-            self.store.set_run_status(run_id, "failed", error=_safe_error(exc))
+            self.store.set_run_status(run_id, "failed", error=error)
+        except DATABASE_DOWN:
+            log.error("run %s: could not be marked failed; the next start resumes it", run_id)
+
+    def _wait_for_database(self) -> bool:
+        """Wait (with backoff, at most DATABASE_WAIT_S) until the database answers; False when
+        the service is stopping or the database did not come back."""
+        deadline = time.monotonic() + DATABASE_WAIT_S
+        delay = 0.5
+        while not self._stop.wait(delay):
+            if self.store.ping():
+                return True
+            if time.monotonic() > deadline:
+                return False
+            delay = min(delay * 2, 10.0)
+        return False
 
     def _run(self, run_id: str) -> None:
         run = self.store.get_run(run_id)
@@ -237,25 +317,61 @@ class Runtime:
                 return  # cancelled
             batch = self.store.claim_pending(run_id, CLAIM_BATCH)
             if not batch:
-                self.store.complete_run(run_id)
-                return
-            list(self._patients.map(lambda pid: self._screen_in_run(run, pid), batch))
+                if self.store.complete_run(run_id):
+                    return
+                # patients still claimed: by another process of the service (it will finish
+                # them), or by one that died; claims older than the lease are taken back
+                self.store.interrupted_runs(stale_before=datetime.now(UTC) - CLAIM_LEASE)
+                if self._stop.wait(CLAIM_POLL_S):
+                    return
+                continue
+            recorded = list(self._patients.map(lambda pid: self._screen_in_run(run, pid), batch))
+            lost = [pid for pid, ok in zip(batch, recorded, strict=True) if not ok]
+            if lost:
+                raise DatabaseUnavailable(lost)
 
-    def _screen_in_run(self, run: RunInfo, reference: str) -> None:
+    def _record_for_run(self, reference: str) -> PatientRecord:
+        """The patient's record; a temporary server failure is tried again after each pause of
+        RUN_RETRY_DELAYS_S (the claim is held meanwhile) before it is given up."""
+        for delay in (*RUN_RETRY_DELAYS_S, None):
+            try:
+                return self.source.record(_id(reference))
+            except SourceUnavailable as exc:
+                cause = exc.__cause__
+                temporary = isinstance(cause, FhirNetworkError) and cause.temporary
+                if delay is None or not temporary:
+                    raise
+                log.warning("%s: FHIR server unavailable; trying again in %.0f s", reference, delay)
+                if self._stop.wait(delay):
+                    raise Stopping from exc  # keep the claim: the next start resumes it
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _screen_in_run(self, run: RunInfo, reference: str) -> bool:
+        """Screen one claimed patient and record the outcome; False when the database could not
+        take it (the patient stays claimed and is given back once the database is there)."""
         try:
-            result = self.screener.screen(self.source.record(_id(reference)), run.as_of)
-        except (NotFound, SourceUnavailable) as exc:
-            self.store.record_patient_failure(run.id, reference, _safe_error(exc))
-            return
-        except Exception as exc:  # a bug for one patient must not stop the run
-            log.error("%s failed in run %s (%s)", reference, run.id, type(exc).__name__)
-            self.store.record_patient_failure(
-                run.id, reference, f"internal error ({type(exc).__name__})"
+            try:
+                result = self.screener.screen(self._record_for_run(reference), run.as_of)
+            except Stopping:
+                return True  # left claimed on purpose: the next start resumes it
+            except (NotFound, SourceUnavailable) as exc:
+                self.store.record_patient_failure(run.id, reference, _safe_error(exc))
+                return True
+            except Exception as exc:  # a bug for one patient must not stop the run
+                log.error("%s failed in run %s (%s)", reference, run.id, type(exc).__name__)
+                self.store.record_patient_failure(
+                    run.id, reference, f"internal error ({type(exc).__name__})"
+                )
+                return True
+            self.store.record_patient_result(
+                run.id, result.patient, result.to_dict(), fingerprint(result)
             )
-            return
-        self.store.record_patient_result(
-            run.id, result.patient, result.to_dict(), fingerprint(result)
-        )
+            return True
+        except DATABASE_DOWN as exc:
+            log.warning(
+                "%s: not recorded, database unavailable (%s)", reference, type(exc).__name__
+            )
+            return False
 
     # -- outbox ------------------------------------------------------------------------------
 

@@ -113,6 +113,17 @@ class ProgressSchema(Schema):
     ineligible = fields.Integer()
 
 
+class RunWritebacksSchema(Schema):
+    pending = fields.Integer(metadata={"description": "queued or being retried"})
+    done = fields.Integer(metadata={"description": "on the FHIR server"})
+    failed = fields.Integer(metadata={"description": "given up: the server refuses them"})
+    skipped = fields.Integer(metadata={"description": "superseded by a newer result"})
+    last_error = fields.String(
+        allow_none=True,
+        metadata={"description": "why the newest pending or failed write-back failed"},
+    )
+
+
 class RunLinksSchema(Schema):
     self = fields.String()
     results = fields.String()
@@ -133,6 +144,11 @@ class RunSchema(Schema):
     finished_at = fields.String(allow_none=True)
     error = fields.String(allow_none=True)
     progress = fields.Nested(ProgressSchema, required=True)
+    writebacks = fields.Nested(
+        RunWritebacksSchema,
+        required=True,
+        metadata={"description": "the write-backs of this run's results (outbox states)"},
+    )
     links = fields.Nested(RunLinksSchema, required=True)
 
 

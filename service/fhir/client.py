@@ -44,6 +44,17 @@ SearchParams = Sequence[tuple[str, str]] | Mapping[str, str]
 Timeout = tuple[float, float]
 
 DEFAULT_TIMEOUT: Final[Timeout] = (5.0, 30.0)  # (connect, read) seconds
+# A search whose `next` links go on past this many pages is cut with an error: a server that
+# hands out new links for ever must not keep a worker (and the patient's record) growing.
+DEFAULT_MAX_PAGES: Final = 1000
+# Failures where the answer never arrived whole: a timeout, a refused or dropped connection, or
+# a connection reset in the middle of the body (requests calls that ChunkedEncodingError, even
+# for a body framed by Content-Length).
+DROPPED: Final = (
+    requests.Timeout,
+    requests.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+)
 USER_AGENT: Final = f"medcare-screen/{__version__}"
 FHIR_JSON: Final = "application/fhir+json"
 # Characters left readable in search URLs (and so in error messages): FHIR token syntax.
@@ -85,7 +96,7 @@ class RetryPolicy:
             return False  # a certificate problem does not heal by waiting
         if isinstance(exc, requests.ConnectTimeout):
             return True  # never reached the server
-        return idempotent and isinstance(exc, requests.Timeout | requests.ConnectionError)
+        return idempotent and isinstance(exc, DROPPED)
 
     def wait(self, retry: int, retry_after: str | None, now: float) -> float:
         """Seconds before retry number `retry` (1-based); Retry-After wins, both are capped."""
@@ -138,6 +149,7 @@ class FhirClient:
         max_retry_wait: float = 30.0,
         verify: bool | str | os.PathLike[str] = True,
         pool_size: int = 16,
+        max_pages: int = DEFAULT_MAX_PAGES,
         session: requests.Session | None = None,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
@@ -148,11 +160,16 @@ class FhirClient:
         self.auth = auth if auth is not None else NoAuth()
         self.timeout = timeout
         self.policy = RetryPolicy(retries, backoff_factor, max_retry_wait)
+        self.max_pages = max_pages
         self._verify = _tls_verify(verify, self.base_url)
         self._sleep = sleep
         self._clock = clock
         self._session = session if session is not None else _pooled_session(pool_size)
-        self._session.headers.update({"Accept": FHIR_JSON, "User-Agent": user_agent})
+        # no-cache: a screen must see what was written a moment ago (HAPI otherwise reuses a
+        # search's results for 60 s, even across new writes)
+        self._session.headers.update(
+            {"Accept": FHIR_JSON, "User-Agent": user_agent, "Cache-Control": "no-cache"}
+        )
         self.auth.bind(self.base_url, self._session, timeout=timeout, verify=self._verify)
         self._lock = threading.Lock()
         self._request_count = 0
@@ -242,11 +259,13 @@ class FhirClient:
 
         A `next` link is followed only to the configured origin (scheme, host and port): a link
         elsewhere would receive our credentials, so it raises FhirRefusedLink. A link already
-        followed ends the paging with a warning instead of looping for ever. HAPI `_getpages`
+        followed ends the paging with a warning instead of looping for ever; a server that
+        keeps handing out new links is stopped after `max_pages` pages with FhirBadResponse
+        (the record would be incomplete, so it is an error, not a warning). HAPI `_getpages`
         and Medplum `_offset` links are both just URLs to follow.
         """
         followed = {first_url} if first_url else set()
-        page = bundle
+        page, pages = bundle, 1
         while True:
             yield from _matches(page, request)
             link = next_link(page)
@@ -263,8 +282,16 @@ class FhirClient:
             if url in followed:
                 log.warning("%s: the server repeated a next link; paging stopped there", request)
                 return
+            if pages >= self.max_pages:
+                raise FhirBadResponse(
+                    f"paging did not end after {pages} pages: the server keeps sending new "
+                    "next links",
+                    request=request,
+                    patient=patient,
+                )
             followed.add(url)
             page = self._get(url, patient, "Bundle")
+            pages += 1
 
     # --- batch and transaction --------------------------------------------------------------
 
@@ -719,15 +746,15 @@ def _failure_kind(exc: requests.RequestException) -> str:
         return "TLS verification failed (configure a CA bundle for a private CA)"
     if isinstance(exc, requests.ConnectionError):
         return "connection failed"
+    if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+        return "connection dropped in the middle of the answer"
     return type(exc).__name__
 
 
 def _network_error(
     exc: requests.RequestException, attempts: int, request: str, patient: str | None
 ) -> FhirNetworkError:
-    temporary = isinstance(exc, requests.Timeout | requests.ConnectionError) and not isinstance(
-        exc, requests.exceptions.SSLError
-    )
+    temporary = isinstance(exc, DROPPED) and not isinstance(exc, requests.exceptions.SSLError)
     tries = f" after {attempts} attempts" if attempts > 1 else ""
     return FhirNetworkError(
         f"no answer from the FHIR server{tries}: {_failure_kind(exc)}",

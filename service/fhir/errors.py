@@ -137,8 +137,8 @@ def _issue_text(issue: dict[str, Any]) -> str | None:
 def _compose(summary: str, request: str | None, patient: str | None, status: int | None) -> str:
     """'<summary> (GET Patient/x for Patient/x, HTTP 404)': what the server said, then what we did."""
     doing = [_trim(request, MAX_REQUEST_CHARS)] if request else []
-    if patient:
-        doing.append(f"for Patient/{patient}")
+    if patient:  # an id or a reference ("Patient/x"): named once either way
+        doing.append(f"for Patient/{patient.removeprefix('Patient/')}")
     context = [" ".join(doing)] if doing else []
     if status is not None:
         context.append(f"HTTP {status}")

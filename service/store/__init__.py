@@ -24,6 +24,7 @@ from service.store.repository import (
     RunStateError,
     Store,
     StoreError,
+    WritebackSummary,
     create_store,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "Store",
     "StoreError",
     "UnsupportedDatabase",
+    "WritebackSummary",
     "create_store",
     "make_engine",
 ]

@@ -83,6 +83,7 @@ __all__ = [
     "RunStateError",
     "Store",
     "StoreError",
+    "WritebackSummary",
     "create_store",
 ]
 
@@ -209,6 +210,16 @@ CriterionAttrition = TypedDict(
         "left": int,
     },
 )
+
+
+class WritebackSummary(TypedDict):
+    """A run's write-backs by outbox state; `last_error`: why the newest failing one failed."""
+
+    pending: int
+    done: int
+    failed: int
+    skipped: int
+    last_error: str | None
 
 
 class Attrition(TypedDict):
@@ -825,6 +836,26 @@ class Store:
             if marked is None:
                 raise NotFound(f"patient {patient_id} is not in run {run_id}")
 
+    def release_claims(self, run_id: str, patient_ids: Iterable[str]) -> int:
+        """Give claimed patients of a run back (pending) without an outcome: the worker that
+        claimed them could not record them. Returns how many were still claimed."""
+        wanted = list(dict.fromkeys(patient_ids))
+        if not wanted:
+            return 0
+        with self._write() as session:
+            released = session.execute(
+                update(RunPatient)
+                .where(
+                    RunPatient.run_id == run_id,
+                    RunPatient.patient_id.in_(wanted),
+                    RunPatient.state == PatientState.CLAIMED.value,
+                )
+                .values(state=PatientState.PENDING.value, claimed_at=None, updated_at=self._now())
+                .returning(RunPatient.patient_id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        return len(released)
+
     # -- reading runs -----------------------------------------------------------------------
 
     def run_progress(self, run_id: str) -> Progress:
@@ -1101,9 +1132,15 @@ class Store:
         )
 
     def due_writebacks(
-        self, now: datetime | None = None, limit: int = 50, *, lease: timedelta = DEFAULT_LEASE
+        self,
+        now: datetime | None = None,
+        limit: int = 50,
+        *,
+        lease: timedelta = DEFAULT_LEASE,
+        patient_id: str | None = None,
     ) -> list[OutboxEntry]:
-        """Take up to `limit` pending entries that are due, oldest due first.
+        """Take up to `limit` pending entries that are due, oldest due first (only those of
+        `patient_id` when given).
 
         Taking an entry counts an attempt and moves its due time `lease` ahead, so another
         writer does not take it while this one works on it; if this writer dies, the entry
@@ -1111,12 +1148,15 @@ class Store:
         """
         _check_limit(limit)
         now = _aware(now, "now").astimezone(UTC) if now is not None else self._now()
+        conditions = [
+            WritebackEntry.state == OutboxState.PENDING.value,
+            WritebackEntry.next_attempt_at <= now,
+        ]
+        if patient_id is not None:
+            conditions.append(WritebackEntry.patient_id == patient_id)
         due = _locked_batch(
             select(WritebackEntry.id)
-            .where(
-                WritebackEntry.state == OutboxState.PENDING.value,
-                WritebackEntry.next_attempt_at <= now,
-            )
+            .where(*conditions)
             .order_by(WritebackEntry.next_attempt_at, WritebackEntry.id)
             .limit(limit)
         )
@@ -1190,6 +1230,36 @@ class Store:
             if session.get(WritebackEntry, entry_id) is None:
                 raise NotFound(f"outbox entry {entry_id} not found")
             return False
+
+    def run_writebacks(self, run_id: str) -> WritebackSummary:
+        """The write-backs of a run's results by outbox state, with the newest error of one
+        still pending (being retried) or given up, so a run shows why its writes did not land."""
+        counts = dict.fromkeys((s.value for s in OutboxState), 0)
+        of_run = and_(StoredResult.id == WritebackEntry.result_id, StoredResult.run_id == run_id)
+        with self._read() as session:
+            for state, count in session.execute(
+                select(WritebackEntry.state, func.count())
+                .join(StoredResult, of_run)
+                .group_by(WritebackEntry.state)
+            ):
+                counts[state] = count
+            last_error = session.scalar(
+                select(WritebackEntry.last_error)
+                .join(StoredResult, of_run)
+                .where(
+                    WritebackEntry.last_error.is_not(None),
+                    WritebackEntry.state.in_([OutboxState.PENDING.value, OutboxState.FAILED.value]),
+                )
+                .order_by(WritebackEntry.updated_at.desc(), WritebackEntry.id.desc())
+                .limit(1)
+            )
+        return WritebackSummary(
+            pending=counts[OutboxState.PENDING.value],
+            done=counts[OutboxState.DONE.value],
+            failed=counts[OutboxState.FAILED.value],
+            skipped=counts[OutboxState.SKIPPED.value],
+            last_error=last_error,
+        )
 
     def outbox_counts(self) -> dict[str, int]:
         """Outbox entries by state (every state present, zeros included)."""

@@ -25,11 +25,12 @@ from service.writeback.subject import (
     read_result_from_subject,
     stored_fingerprint,
 )
-from service.writeback.transaction import WriteDecision, build_transaction, plan_write
+from service.writeback.transaction import Outcome, WriteDecision, build_transaction, plan_write
 
 __all__ = [
     "DEFAULT_CANONICAL_BASE",
     "Identifier",
+    "Outcome",
     "WriteDecision",
     "build_provenance",
     "build_research_study",

@@ -22,6 +22,7 @@ from service.writeback.extensions import (
     Part,
     extension_url,
 )
+from service.writeback.narrative import XHTML_NS, text
 
 EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
 JSON = dict[str, Any]
@@ -56,6 +57,24 @@ def _part_elements(part: Part) -> list[JSON]:
         {"id": f"{slice_id}.url", "path": "Extension.extension.url", "fixedUri": part.url},
         _value_element(slice_id, part.value_type),
     ]
+
+
+def _narrative(definition: ExtensionDefinition, url: str) -> str:
+    """A short human summary (validators flag resources without narrative, dom-6)."""
+    value = (
+        definition.value_type
+        and f"value{definition.value_type[0].upper()}{definition.value_type[1:]}"
+    )
+    shape = value or "sub-extensions " + ", ".join(
+        f"{p.url} (value{p.value_type[0].upper()}{p.value_type[1:]}, {p.min}..{p.max})"
+        for p in definition.parts
+    )
+    cardinality = "0..*" if definition.repeats else "0..1"
+    return (
+        f'<div xmlns="{XHTML_NS}"><p><b>{text(definition.title)}</b> ({text(url)}), '
+        f"on ResearchSubject, {cardinality}: {text(shape)}.</p>"
+        f"<p>{text(definition.definition)}</p></div>"
+    )
 
 
 def structure_definition(definition: ExtensionDefinition, canonical_base: str) -> JSON:
@@ -100,6 +119,7 @@ def structure_definition(definition: ExtensionDefinition, canonical_base: str) -
     return {
         "resourceType": "StructureDefinition",
         "id": definition.id,
+        "text": {"status": "generated", "div": _narrative(definition, url)},
         "url": url,
         "name": definition.name,
         "title": definition.title,

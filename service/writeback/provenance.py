@@ -2,14 +2,21 @@
 
 The target is the ResearchSubject written in the same transaction, referenced by its `urn:uuid`
 fullUrl; the server replaces the placeholder with the id it assigned (FHIR R4 transaction
-processing). A plain replacement gives `ResearchSubject/12`, without a version. Two things make
-the target name the version: HAPI FHIR (7.0 and later) versions references at the paths listed in
-the resource's `meta` extension `auto-version-references-at-path` (here `target`), including
-references to resources written in the same transaction; and for every server, the transaction
-response's entry for the ResearchSubject gives the version it created (`response.location`
-`ResearchSubject/12/_history/3`), and the transaction is atomic, so that version and this
-Provenance were written together. Servers that do not know the extension ignore it (it is an
-ordinary extension on `meta`).
+processing). A plain replacement gives `ResearchSubject/12`, without a version. How the target
+comes to name the version:
+
+- HAPI FHIR (7.0 and later) versions the references at the paths listed in the resource's `meta`
+  extension `auto-version-references-at-path`, including references to resources written in the
+  same transaction: `target` becomes `ResearchSubject/12/_history/3`. HAPI also strips versions
+  from references it stores unless told otherwise, so `entity.what` is listed too; it keeps the
+  explicit versions we give (checked against HAPI 8.8: `Observation/1/_history/1` stays so after
+  the Observation moved on to version 2).
+- Every server: the transaction is atomic, so the subject version in the transaction response
+  (`response.location` `ResearchSubject/12/_history/3` on HAPI, `response.etag` where given) was
+  written together with this Provenance. Medplum stores the target unversioned and keeps the
+  versioned entities as given.
+
+Servers that do not know the extension ignore it (an ordinary extension on `meta`).
 """
 
 from __future__ import annotations
@@ -18,10 +25,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from service.screening.result import ScreenResult
+from service.writeback.narrative import XHTML_NS, text
 
 PARTICIPANT_TYPE = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
 HAPI_AUTO_VERSION = "http://hapifhir.io/fhir/StructureDefinition/auto-version-references-at-path"
 
+# `target`: version the ResearchSubject; `entity.what`: keep the versions we give (HAPI).
+AUTO_VERSION_PATHS = ("target", "entity.what")
 JSON = dict[str, Any]
 
 
@@ -65,15 +75,29 @@ def instant(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z" if moment.utcoffset() == timedelta(0) else text
 
 
+def _narrative(result: ScreenResult, recorded: datetime, sources: int) -> str:
+    """One sentence for people (validators flag resources without narrative, dom-6)."""
+    return (
+        f'<div xmlns="{XHTML_NS}"><p>{text(agent_display(result))} recorded the pre-screen '
+        f"result ({text(result.status.value)}, as of {text(result.as_of)}) for "
+        f"{text(result.patient)} at {text(instant(recorded))}, from {sources} source "
+        f"resource{'' if sources == 1 else 's'}.</p></div>"
+    )
+
+
 def build_provenance(result: ScreenResult, target: str, recorded: datetime) -> JSON:
     """The Provenance of writing `result` to `target` (a urn:uuid fullUrl or a reference).
 
     `recorded` is passed in (no clock here): the caller's one timestamp for the write, so a
     Bundle is reproducible in tests. It must carry a time zone, as a FHIR instant does.
     """
+    entities = source_entities(result)
     return {
         "resourceType": "Provenance",
-        "meta": {"extension": [{"url": HAPI_AUTO_VERSION, "valueString": "target"}]},
+        "text": {"status": "generated", "div": _narrative(result, recorded, len(entities))},
+        "meta": {
+            "extension": [{"url": HAPI_AUTO_VERSION, "valueString": p} for p in AUTO_VERSION_PATHS]
+        },
         "target": [{"reference": target}],
         "recorded": instant(recorded),
         "agent": [
@@ -86,5 +110,5 @@ def build_provenance(result: ScreenResult, target: str, recorded: datetime) -> J
                 "who": {"type": "Device", "display": agent_display(result)},
             }
         ],
-        "entity": source_entities(result),
+        "entity": entities,
     }

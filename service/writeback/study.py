@@ -7,24 +7,19 @@ matching studies someone else created, so a site that already registered the tri
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 from service.mapping.model import Parameters
 from service.writeback.identifiers import study_identifier
-
-XHTML_NS = "http://www.w3.org/1999/xhtml"
+from service.writeback.narrative import XHTML_NS, text
 
 
 def build_research_study(params: Parameters) -> dict[str, Any]:
     """The ResearchStudy we create when the server has none (status `active`: it recruits)."""
     identifier = study_identifier(params)
     title = params.study_title.strip()
-    div = (
-        f'<div xmlns="{XHTML_NS}"><p><b>{html.escape(identifier.value)}</b>: '
-        f"{html.escape(title)}</p></div>"
-    )
+    div = f'<div xmlns="{XHTML_NS}"><p><b>{text(identifier.value)}</b>: {text(title)}</p></div>'
     return {
         "resourceType": "ResearchStudy",
         "text": {"status": "generated", "div": div},

@@ -23,7 +23,6 @@ from service.writeback.fingerprint import fingerprint
 from service.writeback.identifiers import subject_identifier, subject_identifier_system
 from service.writeback.narrative import render_narrative
 
-RESEARCH_SUBJECT_STATUS = "http://hl7.org/fhir/research-subject-status"
 # The statuses this software writes; any other status was set by people (or another system)
 # who have taken the subject further, and is theirs to keep.
 OUR_STATUSES = frozenset({"candidate", "ineligible"})
@@ -162,6 +161,10 @@ def read_result_from_subject(
     The inverse of `build_research_subject`, for whoever needs to know what a server holds
     (integration tests, dashboards written in Python). It reads only our extensions, so fields
     a server adds (id, meta) do not matter. Raises ValueError when the subject lacks them.
+
+    It returns what the server stored: HAPI FHIR strips versions from references it stores (in
+    extensions too), so there evidence reads back as `Observation/77`; the versions are kept in
+    the Provenance (`entity.what`, see provenance.py). Medplum keeps them as written.
     """
 
     def url(extension_id: str) -> str:
@@ -173,7 +176,7 @@ def read_result_from_subject(
     strata_extensions = extensions_with_url(subject, url(ext.STRATA))
     strata: dict[str, str | None] = dict.fromkeys(ext.STRATA_KEYS)
     for part in strata_extensions[0].get("extension", []) if strata_extensions else []:
-        strata[part["url"]] = part.get("valueCode")
+        strata[str(part.get("url"))] = part.get("valueCode")
     individual = subject.get("individual") or {}
     data: JSON = {
         "patient": individual.get("reference"),

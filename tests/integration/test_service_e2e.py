@@ -187,7 +187,10 @@ def test_write_back_run_reaches_the_server(service: str, loaded_peer: LoadedPeer
     identifier = "https://medcare-screen.org/fhir/NamingSystem/research-subject|NCT06585007:fx-systemic-arta-abiraterone-ongoing"
     while time.monotonic() < deadline:  # the outbox writes it in the background
         found = requests.get(
-            f"{loaded_peer.base_url}/ResearchSubject", params={"identifier": identifier}, timeout=10
+            f"{loaded_peer.base_url}/ResearchSubject",
+            params={"identifier": identifier},
+            headers={"Cache-Control": "no-cache"},  # HAPI reuses a search's results for 60 s
+            timeout=10,
         ).json()
         if found.get("entry"):
             break

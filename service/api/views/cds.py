@@ -115,7 +115,6 @@ def discovery() -> dict[str, Any]:
 @blp.alt_response(401, schema=ErrorSchema)
 def patient_view(body: dict[str, Any]) -> dict[str, Any]:
     """One card: candidate or ineligible, why, and what needs review."""
-    _verify_ehr_jwt()
     patient_id = body["context"]["patientId"]
     rt = runtime()
     record = _record_from_prefetch(patient_id, body.get("prefetch") or {})
@@ -189,6 +188,14 @@ def _record_from_prefetch(patient_id: str, prefetch: dict[str, Any]) -> PatientR
             if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
                 record.add(resource, entry.get("fullUrl"))
     return record
+
+
+@blp.before_request
+def _authenticate_ehr() -> None:
+    """The EHR's JWT is checked before anything else, the request body included: a caller
+    without one learns nothing, not even which fields the body lacks."""
+    if request.method == "POST":
+        _verify_ehr_jwt()
 
 
 def _verify_ehr_jwt() -> None:

@@ -26,6 +26,7 @@ blp = Blueprint("runs", __name__, url_prefix="/v1/runs", description="Population
 def _view(run: RunInfo) -> dict[str, Any]:
     data = run.to_dict()
     data["progress"] = runtime().store.run_progress(run.id)
+    data["writebacks"] = runtime().store.run_writebacks(run.id)
     data["links"] = {
         "self": url_for("runs.get_run", run_id=run.id),
         "results": url_for("runs.run_results", run_id=run.id),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ def test_profile_is_a_valid_r4_extension_definition(path: Path) -> None:
     assert data["context"] == [{"type": "element", "expression": "ResearchSubject"}]
     elements = {e["id"]: e for e in data["differential"]["element"]}
     assert elements["Extension.url"]["fixedUri"] == data["url"]
+    assert ET.fromstring(data["text"]["div"]).tag == "{http://www.w3.org/1999/xhtml}div"
     assert all(e["id"].startswith("Extension") for e in elements.values())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -36,7 +37,10 @@ def test_provenance_is_valid_r4_and_stable() -> None:
 def test_target_recorded_and_agent() -> None:
     provenance = build_provenance(make_result(), TARGET, NOW)
     assert provenance["target"] == [{"reference": TARGET}]
-    assert provenance["meta"]["extension"] == [{"url": HAPI_AUTO_VERSION, "valueString": "target"}]
+    assert provenance["meta"]["extension"] == [
+        {"url": HAPI_AUTO_VERSION, "valueString": "target"},
+        {"url": HAPI_AUTO_VERSION, "valueString": "entity.what"},
+    ]
     assert provenance["recorded"] == "2026-11-26T09:30:00Z"
     [agent] = provenance["agent"]
     assert agent["type"]["coding"] == [
@@ -81,3 +85,10 @@ def test_first_non_empty_summary_is_the_display() -> None:
     )
     by_reference = {e["what"]["reference"]: e["what"] for e in source_entities(result)}
     assert by_reference["Observation/77/_history/2"]["display"] == TESTOSTERONE.summary
+
+
+def test_narrative_is_xhtml() -> None:
+    div = build_provenance(make_result(), TARGET, NOW)["text"]["div"]
+    root = ET.fromstring(div)
+    assert root.tag == "{http://www.w3.org/1999/xhtml}div"
+    assert "MEDCARE Screen 0.1.0, rules medcare-1" in "".join(root.itertext())
