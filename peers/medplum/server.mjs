@@ -3,7 +3,9 @@
 //
 //   node server.mjs PORT        serves http://127.0.0.1:PORT/fhir (PORT 0: any free port)
 //
-// Environment: MEDPLUM_PEER_QUIET=1 turns off the one-line-per-request log.
+// Environment: MEDPLUM_PEER_QUIET=1 turns off the one-line-per-request log; MEDPLUM_PEER_SPEED=off
+// turns off the search speed path (lib/speed.mjs), as does the request header
+// `X-Medplum-Peer-Speed: off` for one request (verify.mjs compares results both ways).
 // Everything lives in memory; a restart starts empty.
 
 import http from 'node:http';
@@ -32,7 +34,9 @@ import {
   loadSearchParameters,
   pairsToQuery,
   queryPairs,
+  resourceTypes,
 } from './lib/search.mjs';
+import { prepareSearchTables } from './lib/speed.mjs';
 import { loadTerminology } from './lib/terminology.mjs';
 
 const t0 = performance.now();
@@ -54,6 +58,8 @@ indexStructureDefinitionBundle(profilesTypes);
 indexStructureDefinitionBundle(profilesResources);
 indexSearchParameterBundle(searchParameters);
 loadSearchParameters(profilesResources, searchParameters);
+const speedDefault = process.env.MEDPLUM_PEER_SPEED !== 'off';
+const tables = prepareSearchTables(resourceTypes);
 loadTerminology();
 
 const versions = Object.fromEntries(
@@ -339,9 +345,11 @@ async function handle(req, res) {
     config: { transactions: true, baseUrl },
   };
   const relaxed = relaxedTransactions && rest === '' && method === 'POST' && body?.resourceType === 'Bundle' && body.type === 'transaction';
-  const [outcome, resource] = await serialized(() =>
-    relaxed ? runRelaxedTransaction(fhirRequest) : router.handleRequest(fhirRequest, repo)
-  );
+  const speed = speedDefault && String(req.headers['x-medplum-peer-speed'] ?? '').toLowerCase() !== 'off';
+  const [outcome, resource] = await serialized(() => {
+    repo.setSpeed(speed);
+    return relaxed ? runRelaxedTransaction(fhirRequest) : router.handleRequest(fhirRequest, repo);
+  });
   const status = getStatus(outcome);
   const headers = {};
   const ok = isOk(outcome);
@@ -385,7 +393,8 @@ server.listen(Number(portArg), '127.0.0.1', () => {
   const { port } = server.address();
   console.log(
     `medplum-peer: FHIR R4 at http://127.0.0.1:${port}/fhir (fhir-router ${versions['@medplum/fhir-router']}, ` +
-      `Node ${process.versions.node}, ready in ${(performance.now() - t0).toFixed(0)} ms)`
+      `Node ${process.versions.node}, ready in ${(performance.now() - t0).toFixed(0)} ms; ` +
+      `search speed path ${speedDefault ? 'on' : 'off'}, ${tables.narrowed} per-type expressions)`
   );
 });
 

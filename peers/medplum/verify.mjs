@@ -225,6 +225,87 @@ try {
   check('transaction with invalid entry: 400 OperationOutcome', r.status === 400 && isOO(r));
   check('transaction rollback: created Patient absent, deleted Patient still there', after.body.total === 0 && fx.status === 200);
 
+  // speed path (lib/speed.mjs: per-type expressions, search index, journaled rollback): every search
+  // gives the same response with it and without it (X-Medplum-Peer-Speed: off = Medplum's own scan)
+  const slowHeaders = { 'X-Medplum-Peer-Speed': 'off' };
+  async function bothWays(path) {
+    const fast = await get(path);
+    const slow = await call('GET', path, undefined, slowHeaders);
+    const same = fast.status === slow.status && JSON.stringify(fast.body) === JSON.stringify(slow.body);
+    return { same, fast, slow, detail: same ? undefined : { path, fast: fast.body, slow: slow.body } };
+  }
+  const speedSearches = [
+    `Observation?patient=${pid}`,
+    `Observation?subject=Patient/${pid}&code=http://loinc.org|4548-4,http://loinc.org|2345-7`,
+    `Observation?patient=${pid}&_sort=-date`,
+    `Observation?patient=${pid}&date=ge2024-01-01`,
+    `Observation?subject:Patient=${pid}`,
+    `Observation?patient=${pid},fx-1&_count=100`,
+    `Observation?patient=${pid}&code:not=http://loinc.org|4548-4`,
+    'Observation?subject=Patient/fx-1&_count=7&_offset=14',
+    'Observation?code=urn:page|x&_sort=date,-_lastUpdated&_count=10&_offset=5',
+    'Observation?code=URN:PAGE|X&_count=3',
+    'Observation?code=4548-4',
+    'Observation?code=http://loinc.org|',
+    'Observation?patient=Patient/nope',
+    'Observation?subject:Patient.identifier=urn:mrn|p1',
+    `MedicationRequest?patient=${pid}&_include=MedicationRequest:medication`,
+    `Patient?_id=${pid}&_revinclude=Observation:subject`,
+    `Patient?_id=${pid}&_revinclude=MedicationRequest:subject&_include:iterate=MedicationRequest:medication`,
+    'Patient?_has:Observation:patient:code=4548-4',
+    'Patient?name=mull',
+    'Patient?identifier=urn:mrn|p1',
+    'ResearchSubject?identifier=urn:medcare:rs|v1&status=eligible',
+    'Condition?patient=fx-1',
+    'Observation?_summary=count&patient=fx-1',
+  ];
+  const differing = [];
+  for (const q of speedSearches) {
+    const x = await bothWays(q);
+    if (!x.same) {
+      differing.push(x.detail);
+    }
+  }
+  check(`speed path: ${speedSearches.length} searches give the same responses with and without it`, differing.length === 0, differing[0]);
+  const batchOf = (urls) => ({ resourceType: 'Bundle', type: 'batch', entry: urls.map((url) => ({ request: { method: 'GET', url } })) });
+  const b1 = await call('POST', '', batchOf(speedSearches.slice(0, 8)));
+  const b2 = await call('POST', '', batchOf(speedSearches.slice(0, 8)), slowHeaders);
+  check('speed path: a batch of searches gives the same response with and without it', b1.status === 200 && JSON.stringify(b1.body) === JSON.stringify(b2.body));
+
+  // the index follows updates, deletes and rolled-back transactions
+  const ixObs = (id, patient) => ({ resourceType: 'Observation', id, status: 'final', code: { coding: [{ system: 'urn:ix', code: 'c' }] }, subject: { reference: `Patient/${patient}` } });
+  await call('PUT', 'Observation/ix-1', ixObs('ix-1', 'ix-a'));
+  await call('PUT', 'Observation/ix-2', ixObs('ix-2', 'ix-a'));
+  const totals = async () => {
+    const out = [];
+    for (const q of ['Observation?patient=ix-a', 'Observation?patient=ix-b', 'Observation?code=urn:ix|c']) {
+      const x = await bothWays(q);
+      out.push(x.same ? x.fast.body.total : `differs: ${JSON.stringify(x.detail).slice(0, 200)}`);
+    }
+    return out.join(',');
+  };
+  let t1 = await totals();
+  await call('PUT', 'Observation/ix-1', ixObs('ix-1', 'ix-b'));
+  let t2 = await totals();
+  await call('DELETE', 'Observation/ix-2');
+  let t3 = await totals();
+  check('speed path: index follows update and delete (a,b,code totals 2,0,2 -> 1,1,2 -> 0,1,1)', t1 === '2,0,2' && t2 === '1,1,2' && t3 === '0,1,1', [t1, t2, t3]);
+  const orderOf = async (q) => (await get(q)).body.entry?.map((e) => `${e.resource.id}@${e.resource.meta.versionId}`).join();
+  const pageOrder = await orderOf('Observation?code=urn:page|x&_count=100');
+  const firstPageObs = (await get('Observation?code=urn:page|x&_count=1')).body.entry[0].resource;
+  const histBefore = (await get('Observation/ix-1/_history')).body.total;
+  r = await call('POST', '', { resourceType: 'Bundle', type: 'transaction', entry: [
+    { request: { method: 'DELETE', url: `Observation/${firstPageObs.id}` } },
+    { resource: ixObs('ix-1', 'ix-a'), request: { method: 'PUT', url: 'Observation/ix-1' } },
+    { resource: ixObs('ix-3', 'ix-a'), request: { method: 'PUT', url: 'Observation/ix-3' } },
+    { resource: { ...ixObs('ix-4', 'ix-a'), status: 'bogus' }, request: { method: 'PUT', url: 'Observation/ix-4' } },
+  ] });
+  t1 = await totals();
+  const pageOrderAfter = await orderOf('Observation?code=urn:page|x&_count=100');
+  const histAfter = (await get('Observation/ix-1/_history')).body.total;
+  const ix3 = await get('Observation/ix-3');
+  check('speed path: a failed transaction leaves index, store order and history as they were', r.status === 400 && t1 === '0,1,1' && pageOrderAfter === pageOrder && histAfter === histBefore && ix3.status === 404, { status: r.status, t1, same: pageOrderAfter === pageOrder, histBefore, histAfter, ix3: ix3.status });
+
   // delete
   r = await call('DELETE', `Patient/${c1.body.id}`);
   const gone = await get(`Patient/${c1.body.id}`);

@@ -7,17 +7,24 @@
 // overrides below hook those. They are checked against @medplum/fhir-router 5.2.13 (pinned).
 
 import {
+  LRUCache,
   OperationOutcomeError,
   Operator,
   badRequest,
+  deepClone,
   evalFhirPath,
   getSearchParameter,
   gone,
+  matchesSearchRequest,
   parseSearchRequest,
   validateResource,
 } from '@medplum/core';
-import { MemoryRepository } from '@medplum/fhir-router';
+import { MemoryRepository, getExtraEntries } from '@medplum/fhir-router';
+import { SearchIndex, narrowedTablesActive, useNarrowedTables, withOriginalTables } from './speed.mjs';
 import { checkRequiredBindings } from './terminology.mjs';
+
+// parsed FHIRPath expressions (evalFhirPath without a cache parses the expression on every call)
+const exprCache = new LRUCache(1000);
 
 /** Validates a resource on write: R4 structure (Medplum's validator) plus required bindings. */
 export function validateOnWrite(resource) {
@@ -129,7 +136,7 @@ function splitOnComma(value) {
 }
 
 function matchesStringFilter(resource, searchParam, filter) {
-  const values = searchableStrings(evalFhirPath(searchParam.expression, resource));
+  const values = searchableStrings(evalFhirPath(searchParam.expression, resource, undefined, exprCache));
   const wanted = splitOnComma(filter.value);
   return values.some((raw) =>
     wanted.some((w) => {
@@ -144,7 +151,7 @@ function matchesStringFilter(resource, searchParam, filter) {
 }
 
 function matchesUriFilter(resource, searchParam, filter) {
-  const values = evalFhirPath(searchParam.expression, resource).filter((v) => typeof v === 'string');
+  const values = evalFhirPath(searchParam.expression, resource, undefined, exprCache).filter((v) => typeof v === 'string');
   const wanted = splitOnComma(filter.value);
   return values.some((v) => wanted.includes(v));
 }
@@ -155,14 +162,63 @@ function referenceStrings(values) {
     .filter((v) => typeof v === 'string');
 }
 
+/** Marks an internal search request whose result entries need not be copies. */
+const RAW = Symbol('raw');
+
+function intersect(a, b) {
+  const [small, large] = a.size <= b.size ? [a, b] : [b, a];
+  const out = new Set();
+  for (const x of small) {
+    if (large.has(x)) {
+      out.add(x);
+    }
+  }
+  return out;
+}
+
+/**
+ * One pass of MemoryRepository's sort (its comparator: JSON of the parameter's FHIRPath values,
+ * localeCompare, negated for descending), with the keys computed once per resource.
+ */
+function sortByRule(resources, rule) {
+  if (resources.length < 2) {
+    return resources;
+  }
+  const expression = getSearchParameter(resources[0].resourceType, rule.code)?.expression;
+  if (!expression) {
+    return resources;
+  }
+  const sign = rule.descending ? -1 : 1;
+  const keyed = resources.map((resource) => ({ resource, key: JSON.stringify(evalFhirPath(expression, resource, undefined, exprCache)) }));
+  keyed.sort((a, b) => a.key.localeCompare(b.key) * sign);
+  return keyed.map((k) => k.resource);
+}
+
 export class PeerRepository extends MemoryRepository {
   constructor() {
     super();
     /** Keys "Type/id" of deleted resources (read gives 410 Gone). */
     this.deleted = new Set();
+    /** Reference/token index used to pre-filter searches (lib/speed.mjs); kept current on every write. */
+    this.index = new SearchIndex((type) => this.resources.get(type));
+    /** The speed path (narrowed expressions, reference index, page-only copies); see setSpeed. */
+    this.speed = true;
+    /** Inside withTransaction: the undo journal, and per nesting level the types copied so far. */
+    this.journal = undefined;
+    this.copiedTypes = undefined;
+  }
+
+  /**
+   * Turns the speed path on or off. Off is Medplum's own evaluation: its original search parameter
+   * tables and MemoryRepository's full scan. Results are the same either way (verify.mjs checks).
+   */
+  setSpeed(on) {
+    this.speed = on;
+    useNarrowedTables(on);
   }
 
   // ---- writes -------------------------------------------------------------------------------
+  // Inside withTransaction every change is journaled first (see there).
 
   createResourceSync(resource, options, update = false) {
     if (!update && !options?.assignedId && resource?.id !== undefined) {
@@ -171,14 +227,35 @@ export class PeerRepository extends MemoryRepository {
       delete resource.id;
     }
     validateOnWrite(resource);
+    const entry = this.journal ? this.journalWrite(resource.resourceType, resource.id) : undefined;
     const result = super.createResourceSync(resource, options, update);
+    if (entry) {
+      entry.id = result.id;
+    }
     this.deleted.delete(`${result.resourceType}/${result.id}`);
+    this.index.put(result);
     return result;
   }
 
   async deleteResource(resourceType, id, options) {
+    this.journal?.push(this.journalRemoval(resourceType, id));
     await super.deleteResource(resourceType, id, options);
+    this.index.remove(resourceType, id);
     this.deleted.add(`${resourceType}/${id}`);
+  }
+
+  async expungeResources(resourceType, ids) {
+    this.journal?.push(this.journalRemoval(resourceType, undefined, ids));
+    await super.expungeResources(resourceType, ids);
+    for (const id of ids) {
+      this.index.remove(resourceType, id);
+    }
+  }
+
+  clear() {
+    super.clear();
+    this.index.clear();
+    this.deleted.clear();
   }
 
   async readResource(resourceType, id) {
@@ -225,25 +302,118 @@ export class PeerRepository extends MemoryRepository {
   // MemoryRepository.withTransaction just runs the callback. Here a failed callback restores the
   // store as it was before, so a failed transaction Bundle leaves nothing written. Requests are
   // serialized by the HTTP adapter, so no other write can interleave.
+  //
+  // The undo information is a journal of the writes made inside the callback, not a copy of the
+  // store (copying ~10,000 resources and their history on every transaction made loading data
+  // quadratic). A create or update records what the id held before (resource, history length,
+  // tombstone); the first delete of a resource type in a transaction records a copy of that
+  // type's map, so that a rollback also restores the order of the map (the order of an unsorted
+  // search result). Rollback undoes the journal newest first. Nested calls roll back to their own
+  // start.
   async withTransaction(callback) {
-    const resources = new Map([...this.resources].map(([type, byId]) => [type, new Map(byId)]));
-    const history = new Map(
-      [...this.history].map(([type, byId]) => [type, new Map([...byId].map(([id, list]) => [id, [...list]]))])
-    );
-    const deleted = new Set(this.deleted);
+    const outermost = this.journal === undefined;
+    if (outermost) {
+      this.journal = [];
+      this.copiedTypes = [];
+    }
+    const mark = this.journal.length;
+    this.copiedTypes.push(new Set());
     try {
       return await callback(this);
     } catch (err) {
-      this.resources.clear();
-      for (const [k, v] of resources) {
-        this.resources.set(k, v);
-      }
-      this.history.clear();
-      for (const [k, v] of history) {
-        this.history.set(k, v);
-      }
-      this.deleted = deleted;
+      this.rollbackTo(mark);
       throw err;
+    } finally {
+      this.copiedTypes.pop();
+      if (outermost) {
+        this.journal = undefined;
+        this.copiedTypes = undefined;
+      }
+    }
+  }
+
+  journalWrite(type, id) {
+    const entry = {
+      kind: 'write',
+      type,
+      id,
+      hadType: this.resources.has(type),
+      hadHistoryType: this.history.has(type),
+      prior: id === undefined ? undefined : this.resources.get(type)?.get(id),
+      historyLength: id === undefined ? undefined : this.history.get(type)?.get(id)?.length,
+      wasDeleted: id !== undefined && this.deleted.has(`${type}/${id}`),
+    };
+    this.journal.push(entry);
+    return entry;
+  }
+
+  journalRemoval(type, id, expunged) {
+    const copied = this.copiedTypes[this.copiedTypes.length - 1];
+    const byId = this.resources.get(type);
+    let copy;
+    if (byId && !copied.has(type)) {
+      copy = new Map(byId);
+      copied.add(type);
+    }
+    const histories = expunged?.map((x) => [x, this.history.get(type)?.get(x)]);
+    return { kind: 'remove', type, id, expunged, copy, histories, wasDeleted: id !== undefined && this.deleted.has(`${type}/${id}`) };
+  }
+
+  rollbackTo(mark) {
+    const touched = new Map();
+    for (let i = this.journal.length - 1; i >= mark; i--) {
+      const e = this.journal[i];
+      const ids = e.expunged ?? (e.id === undefined ? [] : [e.id]);
+      for (const id of ids) {
+        touched.set(`${e.type}/${id}`, [e.type, id]);
+      }
+      if (e.kind === 'write') {
+        if (e.id !== undefined) {
+          const byId = this.resources.get(e.type);
+          if (e.prior) {
+            byId?.set(e.id, e.prior);
+          } else {
+            byId?.delete(e.id);
+          }
+          const history = this.history.get(e.type);
+          if (e.historyLength === undefined) {
+            history?.delete(e.id);
+          } else if (history?.get(e.id)) {
+            history.get(e.id).length = e.historyLength;
+          }
+        }
+        if (!e.hadType) {
+          this.resources.delete(e.type);
+        }
+        if (!e.hadHistoryType) {
+          this.history.delete(e.type);
+        }
+      } else {
+        if (e.copy) {
+          this.resources.set(e.type, e.copy);
+        }
+        for (const [id, versions] of e.histories ?? []) {
+          if (versions) {
+            this.history.get(e.type)?.set(id, versions);
+          }
+        }
+      }
+      if (e.id !== undefined) {
+        if (e.wasDeleted) {
+          this.deleted.add(`${e.type}/${e.id}`);
+        } else {
+          this.deleted.delete(`${e.type}/${e.id}`);
+        }
+      }
+    }
+    this.journal.length = mark;
+    for (const [type, id] of touched.values()) {
+      const resource = this.resources.get(type)?.get(id);
+      if (resource) {
+        this.index.put(resource);
+      } else {
+        this.index.remove(type, id);
+      }
     }
   }
 
@@ -272,13 +442,31 @@ export class PeerRepository extends MemoryRepository {
       }
     }
     const sortRules = searchRequest.sortRules ? [...searchRequest.sortRules].reverse() : undefined;
+    // Chained filters are resolved by MemoryRepository's own scan (its helpers are private).
+    if (this.speed && !rest.some((f) => f.code.includes('.'))) {
+      return this.fastSearch(searchRequest, rest, own, sortRules);
+    }
     if (!own.length) {
       return super.searchSync({ ...searchRequest, filters: rest, sortRules });
     }
 
     const all = super.searchSync({ ...searchRequest, filters: rest, sortRules, offset: undefined, count: undefined });
+    const matchesOwn = this.ownMatcher(own);
+    const matched = (all.entry ?? []).filter(({ resource }) => matchesOwn(resource));
+    const offset = searchRequest.offset ?? 0;
+    const page = searchRequest.count === undefined ? matched.slice(offset) : matched.slice(offset, offset + searchRequest.count);
+    return {
+      resourceType: 'Bundle',
+      type: 'searchset',
+      entry: page.length ? page : undefined,
+      total: matched.length,
+    };
+  }
+
+  /** resource -> whether it passes the filters evaluated here (`_has` targets computed once, lazily). */
+  ownMatcher(own) {
     const hasSets = new Map();
-    const matched = (all.entry ?? []).filter(({ resource }) =>
+    return (resource) =>
       own.every(({ filter, kind, sp }) => {
         if (kind === 'string') {
           return matchesStringFilter(resource, sp, filter);
@@ -292,16 +480,85 @@ export class PeerRepository extends MemoryRepository {
           hasSets.set(filter, refs);
         }
         return refs.has(`${resource.resourceType}/${resource.id}`);
-      })
-    );
-    const offset = searchRequest.offset ?? 0;
-    const page = searchRequest.count === undefined ? matched.slice(offset) : matched.slice(offset, offset + searchRequest.count);
+      });
+  }
+
+  /**
+   * The same search as MemoryRepository.searchSync plus the filters above, with three savings:
+   * reference filters (patient=, subject=, ...) pick the candidates from the reference index
+   * instead of testing every resource of the type; every candidate still goes through Medplum's
+   * matcher (matchesSearchRequest) with all filters. Sort keys are computed once per resource
+   * instead of once per comparison (same comparator, same stable sorts in the same order). And
+   * only the returned page is copied, not every match.
+   */
+  fastSearch(searchRequest, rest, own, sortRules) {
+    const type = searchRequest.resourceType;
+    const store = this.resources.get(type);
+    let resources = store?.values() ?? [];
+    if (store) {
+      let ids;
+      for (const filter of rest) {
+        const found = this.index.candidates(type, filter);
+        if (found) {
+          ids = ids === undefined ? found : intersect(ids, found);
+        }
+      }
+      if (ids !== undefined) {
+        // keep the store's order (the order of an unsorted result)
+        const picked = [];
+        if (ids.size) {
+          for (const [id, resource] of store) {
+            if (ids.has(id)) {
+              picked.push(resource);
+            }
+          }
+        }
+        resources = picked;
+      }
+    }
+    const base = { ...searchRequest, filters: rest };
+    const matchesOwn = own.length ? this.ownMatcher(own) : undefined;
+    let matched = [];
+    for (const resource of resources) {
+      if (matchesSearchRequest(resource, base) && (!matchesOwn || matchesOwn(resource))) {
+        matched.push(resource);
+      }
+    }
+    for (const rule of sortRules ?? []) {
+      matched = sortByRule(matched, rule);
+    }
+    let page = matched;
+    if (searchRequest.offset !== undefined) {
+      page = page.slice(searchRequest.offset);
+    }
+    if (searchRequest.count !== undefined) {
+      page = page.slice(0, searchRequest.count);
+    }
+    // RAW: an internal search (the inner search of _has) that only reads the results
+    const copy = searchRequest[RAW] ? (r) => r : deepClone;
     return {
       resourceType: 'Bundle',
       type: 'searchset',
-      entry: page.length ? page : undefined,
+      entry: page.length ? page.map((resource) => ({ search: { mode: 'match' }, resource: copy(resource) })) : undefined,
       total: matched.length,
     };
+  }
+
+  // MemoryRepository.search, except that _include/_revinclude with :iterate (whose rounds evaluate
+  // a parameter on resources of other types) run on Medplum's original search parameter tables.
+  async search(searchRequest) {
+    const bundle = this.searchSync(searchRequest);
+    if ((searchRequest.include || searchRequest.revInclude) && bundle.entry?.length) {
+      const entries = bundle.entry;
+      const resources = entries.map((e) => e.resource);
+      const mixed =
+        [...(searchRequest.include ?? []), ...(searchRequest.revInclude ?? [])].some((p) => p.modifier === Operator.ITERATE) ||
+        (searchRequest.include ?? []).some((p) => p.resourceType !== searchRequest.resourceType);
+      const run = () => getExtraEntries(this, searchRequest, resources, entries);
+      await (mixed && narrowedTablesActive() ? withOriginalTables(run) : run());
+      bundle.entry = entries;
+    }
+    return bundle;
   }
 
   /**
@@ -319,11 +576,11 @@ export class PeerRepository extends MemoryRepository {
     if (!sp || sp.type !== 'reference') {
       throw new OperationOutcomeError(badRequest(`Invalid _has parameter: ${type}:${refParam} is not a reference parameter`));
     }
-    const inner = parseSearchRequest(type, { [restParts.join(':')]: filter.value });
+    const inner = { ...parseSearchRequest(type, { [restParts.join(':')]: filter.value }), [RAW]: true };
     const bundle = this.searchSync(inner);
     const refs = new Set();
     for (const { resource } of bundle.entry ?? []) {
-      for (const ref of referenceStrings(evalFhirPath(sp.expression, resource))) {
+      for (const ref of referenceStrings(evalFhirPath(sp.expression, resource, undefined, exprCache))) {
         refs.add(ref);
       }
     }
