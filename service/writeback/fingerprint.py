@@ -6,6 +6,9 @@ content: `as_of` (a daily re-screen of unchanged data must not rewrite every pat
 stored version names the software that wrote it). Everything else counts: status, patient type,
 strata, review lists, notes, and every criterion's result, reason and evidence.
 
+Reasons quote the screening day ("Age 76 on 2026-11-26", "no score within 90 days before
+2026-11-26"); that day is replaced by a placeholder before hashing, for the same reason.
+
 FORMAT is part of the hash: bump it when the written ResearchSubject changes shape (extensions,
 narrative), so the next screen rewrites subjects stored in the old shape.
 """
@@ -32,4 +35,5 @@ def fingerprint(result: ScreenResult) -> str:
     """`sha256:<64 hex>` of the result's run-independent content."""
     content = {k: v for k, v in result.to_dict().items() if k not in EXCLUDED}
     content["writeback_format"] = FORMAT
-    return PREFIX + hashlib.sha256(canonical_json(content)).hexdigest()
+    text = canonical_json(content).replace(result.as_of.encode(), b"{as_of}")
+    return PREFIX + hashlib.sha256(text).hexdigest()

@@ -135,9 +135,10 @@ def test_searches_need_a_server(client: FlaskClient) -> None:
 
 
 def test_changes_feed_sees_every_change_exactly_once(client: FlaskClient) -> None:
-    for patient in ("fx-base", "fx-age-17", "fx-base"):
-        client.post("/v1/screen", json={"patient": patient, "as_of": "2026-11-26"}, headers=AUTH)
-    client.post("/v1/screen", json={"patient": "fx-base", "as_of": "2026-11-25"}, headers=AUTH)
+    screens = [("fx-base", "2026-11-26"), ("fx-age-17", "2026-11-26"), ("fx-base", "2026-11-26"),
+               ("fx-base", "2026-11-25"), ("fx-base", "2027-03-01")]  # fmt: skip
+    for patient, as_of in screens:
+        client.post("/v1/screen", json={"patient": patient, "as_of": as_of}, headers=AUTH)
     seen = []
     cursor = None
     for _ in range(10):
@@ -147,11 +148,12 @@ def test_changes_feed_sees_every_change_exactly_once(client: FlaskClient) -> Non
         cursor = page["next_cursor"]
         if not page["items"]:
             break
-    # the second identical screen of fx-base is not a change; a new as_of is
+    # the same screen again, or the same data a day earlier, is not a change; months later
+    # (testosterone and performance status now stale) it is
     assert seen == [
         (1, "Patient/fx-base", "2026-11-26"),
         (2, "Patient/fx-age-17", "2026-11-26"),
-        (3, "Patient/fx-base", "2026-11-25"),
+        (3, "Patient/fx-base", "2027-03-01"),
     ]
     bad = client.get("/v1/changes?cursor=not-a-cursor", headers=AUTH)
     assert _error(bad.get_json(), 400)["code"] == "bad-cursor"
