@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from service.screening.result import CRITERIA
 
@@ -153,6 +153,11 @@ class RunSchema(Schema):
 
 
 class PageArgsSchema(Schema):
+    class Meta:
+        # an unknown parameter is an error, not ignored: `?curser=...` must not silently
+        # restart a changes feed from the beginning
+        unknown = RAISE
+
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
     limit = fields.Integer(load_default=100, validate=validate.Range(min=1, max=500))
 

@@ -53,7 +53,8 @@ class PatientRecord:
     def resolve_medication(self, reference: str, container: Resource) -> Resource | None:
         """The Medication a `medicationReference.reference` points to: contained, or known here."""
         if reference.startswith("#"):
-            for contained in container.get("contained") or []:
+            listed = container.get("contained")
+            for contained in listed if isinstance(listed, list) else []:
                 if isinstance(contained, dict) and contained.get("id") == reference[1:]:
                     return contained
             return None
@@ -89,7 +90,8 @@ def versioned_reference(resource: Resource) -> str:
     resource_id = resource.get("id")
     if not isinstance(resource_id, str):
         return f"{resource_type}/(no id)"
-    version = (resource.get("meta") or {}).get("versionId")
+    meta = resource.get("meta")
+    version = meta.get("versionId") if isinstance(meta, dict) else None
     if isinstance(version, str) and version:
         return f"{resource_type}/{resource_id}/_history/{version}"
     return f"{resource_type}/{resource_id}"

@@ -8,6 +8,8 @@ only what was knowable then (criteria.md §3).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
@@ -39,6 +41,24 @@ REQUEST_INTENTS_USED = {"order", "plan", "original-order"}
 _DEPOT_RE = re.compile(r"(\d+)[\s-]*(?:month|mo)\b", re.IGNORECASE)
 
 
+@contextmanager
+def _unreadable_if_malformed(
+    facts: PatientFacts, resource: Resource, concepts: tuple[str, ...]
+) -> Iterator[None]:
+    """The safety net under extraction: a resource malformed in a way the checks before it did
+    not catch (an element of the wrong JSON type read before validation) is recorded as
+    unreadable for every concept of its kind, so the criteria that read it say so (and never
+    rule the patient out on it) instead of the screen failing."""
+    try:
+        yield
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError) as exc:
+        resource_id = resource.get("id")
+        reference = f"{resource.get('resourceType')}/{resource_id if isinstance(resource_id, str) else '(no id)'}"
+        facts.unreadable.append(
+            Unreadable(reference, frozenset(concepts), f"malformed ({type(exc).__name__})")
+        )
+
+
 class FactExtractor:
     """Built once per Mappings; turns each PatientRecord into PatientFacts for one `as_of`."""
 
@@ -59,14 +79,20 @@ class FactExtractor:
     def extract(self, record: PatientRecord, as_of: date) -> PatientFacts:
         facts = PatientFacts(patient=self._demographics(record))
         for resource in record.of_type("Observation"):
-            self._clinical(facts, facts.observations, resource, as_of, self._observation_concepts)
+            with _unreadable_if_malformed(facts, resource, OBSERVATION_CONCEPTS):
+                self._clinical(
+                    facts, facts.observations, resource, as_of, self._observation_concepts
+                )
         for resource in record.of_type("Condition"):
-            self._clinical(facts, facts.conditions, resource, as_of, self._condition_concepts)
+            with _unreadable_if_malformed(facts, resource, CONDITION_CONCEPTS):
+                self._clinical(facts, facts.conditions, resource, as_of, self._condition_concepts)
         for resource in record.of_type("Procedure"):
-            self._clinical(facts, facts.procedures, resource, as_of, self._procedure_concepts)
+            with _unreadable_if_malformed(facts, resource, PROCEDURE_CONCEPTS):
+                self._clinical(facts, facts.procedures, resource, as_of, self._procedure_concepts)
         for resource_type in MEDICATION_TYPES:
             for resource in record.of_type(resource_type):
-                self._medication(facts, record, resource, as_of)
+                with _unreadable_if_malformed(facts, resource, (MEDICATION_CONCEPT,)):
+                    self._medication(facts, record, resource, as_of)
         return facts
 
     # -- patient ---------------------------------------------------------------------------
@@ -154,7 +180,10 @@ class FactExtractor:
     ) -> None:
         concept = resource.get("medicationCodeableConcept")
         reference_problem = None
-        med_ref = (resource.get("medicationReference") or {}).get("reference")
+        reference_element = resource.get("medicationReference")
+        med_ref = (
+            reference_element.get("reference") if isinstance(reference_element, dict) else None
+        )
         if concept is None and isinstance(med_ref, str):
             medication = record.resolve_medication(med_ref, resource)
             if medication is None:

@@ -74,6 +74,18 @@ class CdsRequestSchema(Schema):
     prefetch = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))
 
 
+class CdsServiceSchema(Schema):
+    hook = fields.String(required=True)
+    id = fields.String(required=True)
+    title = fields.String()
+    description = fields.String(required=True)
+    prefetch = fields.Dict(keys=fields.String(), values=fields.String())
+
+
+class DiscoverySchema(Schema):
+    services = fields.List(fields.Nested(CdsServiceSchema), required=True)
+
+
 class CardSourceSchema(Schema):
     label = fields.String(required=True)
 
@@ -93,6 +105,7 @@ class CardsSchema(Schema):
 
 
 @blp.route("", methods=["GET"])
+@blp.response(200, DiscoverySchema)
 @blp.doc(security=[])
 def discovery() -> dict[str, Any]:
     """CDS Hooks discovery: the services and their prefetch templates."""

@@ -1,0 +1,376 @@
+"""A fault-injecting HTTP proxy on loopback, in front of a real FHIR server (the Medplum peer).
+
+    with FaultProxy(upstream="http://127.0.0.1:8103") as proxy:
+        base = proxy.base_url + "/fhir"          # point the service here
+        proxy.add(Fault("status", status=503, times=10))
+        proxy.down(); proxy.up()                 # refuse connections, then accept again
+
+Every request is forwarded to the upstream server unchanged (the Host header too, so the
+server's absolute `next` links point back at the proxy) unless a fault matches it. Faults are
+checked in the order they were added; the first that matches and is due (`every`, `times`,
+`after`) decides what the client gets:
+
+- `delay`: forward, but wait `seconds` before answering (a timeout when longer than the client's);
+- `status`: answer `status` with `headers` and `body` (an OperationOutcome by default), without
+  asking the server (429 with Retry-After, 503...);
+- `reset`: forward, send the status line, the headers and `keep` bytes of the body, then reset
+  the connection (RST, not a clean close);
+- `truncate`: forward and send only `keep` bytes of the body, with a Content-Length that says so
+  (a cut the client cannot see from the framing: only the JSON is broken);
+- `malformed`: answer 200 with a body that is not JSON;
+- `body`: answer `status` with the fixed `body` (a 50 MB Bundle...);
+- `transform`: forward and pass the server's body through `fn` (rewrite `next` links...).
+
+`down()` closes the listening socket and every open connection: the server is gone and new
+connections are refused, as when the FHIR server is stopped. `up()` listens on the same port
+again. Everything runs in threads of this process; it binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import socket
+import struct
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
+
+HOP_BY_HOP = frozenset(
+    {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te", "trailer",
+     "upgrade", "content-length"}
+)  # fmt: skip
+UPSTREAM_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+def _outcome(text: str) -> bytes:
+    return json.dumps(
+        {
+            "resourceType": "OperationOutcome",
+            "issue": [{"severity": "error", "code": "transient", "diagnostics": text}],
+        }
+    ).encode()
+
+
+@dataclass
+class Fault:
+    kind: str
+    match: Callable[[Request], bool] | None = None
+    every: int = 1  # act on every n-th matching request
+    times: int | None = None  # at most this many times
+    after: int = 0  # let this many matching requests through first
+    seconds: float = 0.0
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    keep: int = 0
+    fn: Callable[[bytes, Request], bytes] | None = None
+    matched: int = 0
+    applied: int = 0
+
+    KINDS = ("delay", "status", "reset", "truncate", "malformed", "body", "transform")
+
+    def __post_init__(self) -> None:
+        if self.kind not in self.KINDS:
+            raise ValueError(f"unknown fault {self.kind!r}")
+
+    def due(self, request: Request) -> bool:
+        """Count the request if it matches; True when this fault acts on it (caller holds lock)."""
+        if self.match is not None and not self.match(request):
+            return False
+        self.matched += 1
+        if self.matched <= self.after or (self.matched - self.after - 1) % self.every:
+            return False
+        if self.times is not None and self.applied >= self.times:
+            return False
+        self.applied += 1
+        return True
+
+
+@dataclass
+class Seen:
+    """One request the proxy answered: what was asked, what was done, what status was sent."""
+
+    method: str
+    path: str
+    fault: str | None
+    status: int | None
+    authorization: str | None
+    at: float
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, port: int = 0) -> None:
+        parts = urlsplit(upstream)
+        self.upstream_host = parts.hostname or "127.0.0.1"
+        self.upstream_port = parts.port or 80
+        self.faults: list[Fault] = []
+        self.seen: list[Seen] = []
+        self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = port
+        self.up()
+
+    # -- control ----------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def add(self, fault: Fault) -> Fault:
+        with self._lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self) -> None:
+        with self._lock:
+            self.faults.clear()
+
+    def reset_log(self) -> None:
+        with self._lock:
+            self.seen.clear()
+
+    def statuses(self) -> dict[str, int]:
+        """How many answers of each kind: 'pass', or the fault kind."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for seen in self.seen:
+                key = seen.fault or "pass"
+                counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def up(self) -> None:
+        if self._server is not None:
+            return
+        server = _Server(("127.0.0.1", self.port), _Handler)
+        server.proxy = self
+        self.port = int(server.server_address[1])
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="faultproxy", daemon=True)  # fmt: skip
+        self._thread.start()
+
+    def down(self) -> None:
+        """Stop listening and drop every open connection: new connections are refused."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for connection in connections:
+            _abort(connection, wake=True)
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def close(self) -> None:
+        self.down()
+
+    def __enter__(self) -> FaultProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the work ---------------------------------------------------------------------------
+
+    def _decide(self, request: Request) -> Fault | None:
+        with self._lock:
+            for fault in self.faults:
+                if fault.due(request):
+                    return fault
+        return None
+
+    def _record(self, request: Request, fault: Fault | None, status: int | None) -> None:
+        with self._lock:
+            self.seen.append(
+                Seen(request.method, request.path, fault.kind if fault else None, status,
+                     request.headers.get("authorization"), time.monotonic())
+            )  # fmt: skip
+
+    def forward(self, request: Request) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        connection = http.client.HTTPConnection(
+            self.upstream_host, self.upstream_port, timeout=UPSTREAM_TIMEOUT_S
+        )
+        try:
+            headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+            connection.request(request.method, request.path, body=request.body or None,
+                               headers=headers)  # fmt: skip
+            response = connection.getresponse()
+            body = response.read()
+            kept = [(k, v) for k, v in response.getheaders() if k.lower() not in HOP_BY_HOP]
+            return response.status, response.reason, kept, body
+        finally:
+            connection.close()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+    proxy: FaultProxy
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server.proxy._lock:
+            self.server.proxy._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with contextlib.suppress(OSError):
+            super().finish()
+        with self.server.proxy._lock:
+            self.server.proxy._connections.discard(self.connection)
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+    def _handle(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        request = Request(
+            self.command, self.path, {k.lower(): v for k, v in self.headers.items()}, body
+        )
+        proxy = self.server.proxy
+        fault = proxy._decide(request)
+        try:
+            self._answer(proxy, request, fault)
+        except OSError:
+            self.close_connection = True  # the client went away (it timed out): nothing to do
+
+    def _answer(self, proxy: FaultProxy, request: Request, fault: Fault | None) -> None:
+        kind = fault.kind if fault else None
+        if fault is not None and kind in ("status", "malformed", "body"):
+            status = fault.status if kind != "malformed" else 200
+            payload = fault.body
+            if kind == "malformed":
+                payload = b'{"resourceType": "Bundle", "type": "searchset", "entry": [{"resou'
+                payload += b"\x00<html>not json</html>"
+            elif payload is None:
+                payload = _outcome(f"injected {status}")
+            proxy._record(request, fault, status)
+            self._send(status, [("Content-Type", "application/fhir+json"), *fault.headers.items()],
+                       payload)  # fmt: skip
+            return
+        if fault is not None and kind == "delay":
+            time.sleep(fault.seconds)
+        status, reason, headers, payload = proxy.forward(request)
+        if fault is not None and kind == "transform" and fault.fn is not None:
+            payload = fault.fn(payload, request)
+        if fault is not None and kind == "truncate":
+            payload = payload[: fault.keep]
+        proxy._record(request, fault, status)
+        if fault is not None and kind == "reset":
+            head = self._head(status, reason, headers, len(payload))
+            self.wfile.write(head + payload[: fault.keep])
+            self.wfile.flush()
+            self.close_connection = True
+            _abort(self.connection)
+            return
+        self._send(status, headers, payload, reason)
+
+    def _head(self, status: int, reason: str, headers: list[tuple[str, str]], length: int) -> bytes:
+        lines = [f"HTTP/1.1 {status} {reason}"]
+        lines += [f"{k}: {v}" for k, v in headers]
+        lines.append(f"Content-Length: {length}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send(
+        self, status: int, headers: list[tuple[str, str]], payload: bytes, reason: str = ""
+    ) -> None:
+        self.wfile.write(self._head(status, reason or "Injected", headers, len(payload)) + payload)
+        self.wfile.flush()
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+
+def _abort(connection: socket.socket, *, wake: bool = False) -> None:
+    """Close with a TCP reset (SO_LINGER 0): the peer sees 'connection reset by peer'.
+
+    `wake` first shuts the socket down, so a handler thread blocked reading it returns.
+    """
+    try:
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if wake:
+            connection.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        connection.close()
+
+
+# --- helpers for transforms ----------------------------------------------------------------------
+
+
+def rewrite_next_links(payload: bytes, new_url: Callable[[str], str | None]) -> bytes:
+    """Every Bundle's `next` link (nested in batch-response entries too) replaced by
+    `new_url(old)`; None removes the link."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return payload
+
+    def walk(resource: Any) -> None:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
+            return
+        links = []
+        for link in resource.get("link") or []:
+            if isinstance(link, dict) and link.get("relation") == "next":
+                replaced = new_url(str(link.get("url")))
+                if replaced is None:
+                    continue
+                link = {**link, "url": replaced}
+            links.append(link)
+        if links or "link" in resource:
+            resource["link"] = links
+        for entry in resource.get("entry") or []:
+            if isinstance(entry, dict):
+                walk(entry.get("resource"))
+
+    walk(data)
+    return json.dumps(data).encode()
+
+
+def add_next_link(payload: bytes, url: Callable[[Request], str], request: Request) -> bytes:
+    """Give every searchset Bundle in the answer a `next` link (to `url(request)`)."""
+    try:
+        data = json.loads(payload)
+    except ValueError:
+        return payload
+
+    def walk(resource: Any) -> None:
+        if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
+            return
+        if resource.get("type") == "searchset":
+            links = [k for k in resource.get("link") or [] if k.get("relation") != "next"]
+            resource["link"] = [*links, {"relation": "next", "url": url(request)}]
+        for entry in resource.get("entry") or []:
+            if isinstance(entry, dict):
+                walk(entry.get("resource"))
+
+    walk(data)
+    return json.dumps(data).encode()
