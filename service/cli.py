@@ -19,7 +19,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from service import __version__
-from service.config import DEFAULT_SOURCE, ConfigError
+from service.config import DEFAULT_SOURCE, ConfigError, read_secret
 from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirError
@@ -30,6 +30,8 @@ from service.mapping import MappingError, load_mappings
 from service.report import attrition_summary, results_table
 from service.screening.engine import Screener
 from service.screening.result import ScreenResult
+from service.store import Store, create_store
+from service.writeback.fingerprint import fingerprint
 from service.writeback.writer import ResultWriter
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT = 0, 1, 2
@@ -102,6 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --write-back: also write ineligible patients that have no ResearchSubject yet",
     )
+    screen.add_argument(
+        "--database",
+        metavar="URL",
+        default=None,
+        help="store results here (default: $MEDCARE_DATABASE_URL, else the SQLite file "
+        "var/medcare.sqlite3), so the service's latest-result and changes feed see them",
+    )
+    screen.add_argument("--no-store", action="store_true", help="do not store the results")
     screen.add_argument(
         "--mappings",
         type=Path,
@@ -190,6 +200,8 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             args.source or Path(os.environ.get("MEDCARE_SOURCE_PATH") or DEFAULT_SOURCE)
         )
         records = iter(source.records(args.patient))
+    store = None if args.no_store else _open_store(args.database)
+    changed = 0
     results: list[ScreenResult] = []
     for count, record in enumerate(records, start=1):
         if record is None:  # the server could not give this patient; already reported
@@ -210,6 +222,10 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             except FhirError as exc:
                 failures += 1
                 print(f"medcare-screen: {result.patient}: write-back failed: {exc}", file=err)
+        if store is not None:
+            changed += store.record_patient_result(
+                None, result.patient, result.to_dict(), fingerprint(result)
+            ).changed
         results.append(result)
         if args.format == "json":
             out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
@@ -219,9 +235,29 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         for problem in source.problems:
             print(f"medcare-screen: warning: {problem}", file=err)
     _print_report(args, results, out, err)
+    if store is not None:
+        where = store.engine.url.render_as_string(hide_password=True)
+        print(
+            f"medcare-screen: stored {len(results)} results in {where} ({changed} changed)",
+            file=err,
+        )
+        store.close()
     if not results and not failures:
         print("medcare-screen: warning: no patients found in the source", file=err)
     return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _open_store(url: str | None) -> Store:
+    """The results database (SQLite by default), migrated to the current schema."""
+    from service.config import DEFAULT_DATABASE
+
+    url = url or read_secret(os.environ, "MEDCARE_DATABASE_URL")
+    if not url:
+        DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
+        url = f"sqlite:///{DEFAULT_DATABASE}"
+    store = create_store(url)
+    store.migrate()
+    return store
 
 
 def _server_records(

@@ -25,3 +25,9 @@ def mappings() -> Mappings:
 @pytest.fixture(scope="session")
 def screener(mappings: Mappings) -> Screener:
     return Screener(mappings)
+
+
+@pytest.fixture(autouse=True)
+def _results_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The CLI stores results (SQLite by default): each test gets its own file, not var/."""
+    monkeypatch.setenv("MEDCARE_DATABASE_URL", f"sqlite:///{tmp_path / 'results.sqlite3'}")

@@ -137,3 +137,32 @@ def test_credentials_in_the_fhir_url_are_refused(capsys: pytest.CaptureFixture[s
     assert "credentials do not belong in the URL" in err and "secret" not in err.replace(
         "credentials", ""
     )
+
+
+def test_screen_stores_results_and_reports_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.store import create_store
+
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    args = [
+        "screen",
+        "--patient",
+        "fx-base",
+        "--patient",
+        "fx-age-17",
+        "--as-of",
+        "2026-11-26",
+        "--database",
+        url,
+    ]
+    assert main(args) == 0
+    assert "stored 2 results in sqlite:///" in capsys.readouterr().err
+    assert main(args) == 0
+    assert "(0 changed)" in capsys.readouterr().err  # the same results again are not changes
+    store = create_store(url)
+    latest = store.latest_result("Patient/fx-base", "NCT06585007")
+    assert latest is not None and latest["status"] == "candidate"
+    items, _ = store.changes(None, 10)
+    assert [i["patient"] for i in items] == ["Patient/fx-base", "Patient/fx-age-17"]
+    store.close()
