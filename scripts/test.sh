@@ -25,8 +25,8 @@ peers/medplum/build
 peers/hapi/build
 
 echo "test.sh: ruff" >&2
-.venv/bin/ruff check service tests
-.venv/bin/ruff format --check service tests
+.venv/bin/ruff check service tests bench
+.venv/bin/ruff format --check service tests bench
 echo "test.sh: mypy" >&2
 .venv/bin/mypy
 echo "test.sh: pytest" >&2

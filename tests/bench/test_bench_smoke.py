@@ -16,6 +16,7 @@ import pytest
 from fhir.resources.R4B import get_fhir_model_class
 
 from bench import run
+from bench.api import api_latency
 from bench.generate import Mix, generate, patient_id
 from bench.load import bundles_generated, load
 from bench.serverbench import BaselineFactory, RequestCounter, measure, ours_factory
@@ -103,3 +104,13 @@ def test_baseline_and_ours_agree_on_a_real_server(
     assert mine.results == base.results
     assert base.requests_per_patient >= 7  # Patient + six searches, at least
     assert 1 <= mine.requests < base.requests
+
+
+def test_api_latency_runs_against_the_service(medplum: str, tmp_path: Path) -> None:
+    """The service starts as in production (gunicorn, token auth) and both calls answer."""
+    load(medplum, bundles_generated(1, 6, AS_OF, Mix(noise=0.05)))
+    result = api_latency(medplum, [patient_id(6, 0)], AS_OF, tmp_path, 1, 1)
+    assert result["available"], result.get("why")
+    for key in ("screen", "latest_result"):
+        assert result[key]["errors"] == 0, result[key]
+        assert result[key]["calls"] == 20
