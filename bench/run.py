@@ -391,6 +391,11 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _checkpoint(out: Path, results: dict[str, Any]) -> None:
+    """Write what is measured so far: a late failure must not cost the earlier sections."""
+    out.write_text(json.dumps({**results, "partial": True}, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.split("\n\n")[0]
@@ -419,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--server-repeats", type=int, default=3)
     parser.add_argument(
+        "--api-server", default="hapi", help="the peer the HTTP service's latency is measured on"
+    )
+    parser.add_argument(
         "--budget-s", type=float, default=240.0, help="time budget of one measurement"
     )
     parser.add_argument(
@@ -442,10 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: NDJSON throughput ...", file=sys.stderr)
         results["ndjson"] = throughput(folder, args.repeats, as_of).summary()
         print(f"  {json.dumps(results['ndjson'])}", file=sys.stderr)
+        _checkpoint(args.out, results)
         sizes = [int(n) for n in args.memory_n.split(",") if n.strip()]
         print(f"bench: peak memory at N={sizes} ...", file=sys.stderr)
         results["memory"] = memory_by_n(sizes, args.seed, work, args.memory_cap_gb, mix)
         print(f"  {json.dumps(results['memory'])}", file=sys.stderr)
+        _checkpoint(args.out, results)
         results["servers"] = []
         for name in [s for s in args.servers.split(",") if s.strip()]:
             print(f"bench: server {name} ...", file=sys.stderr)
@@ -462,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
                     api=name == args.api_server,
                 )
             )
+            _checkpoint(args.out, results)
         results["api"] = next(
             (server["api"] for server in results["servers"] if "api" in server), NOT_MEASURED_API
         )
