@@ -285,3 +285,19 @@ def service_env(fhir_base: str | None, database_url: str, **extra: str) -> dict[
     if fhir_base:
         env["MEDCARE_FHIR_BASE_URL"] = fhir_base
     return env
+
+
+def forget_subjects(fhir_base: str, patients: list[str]) -> None:
+    """Delete our ResearchSubjects of these patients (directly on the server), so a test that
+    needs a first write does not depend on what earlier tests (fuzzing included) wrote."""
+    for patient in patients:
+        bundle = requests.get(
+            f"{fhir_base}/ResearchSubject",
+            params={"identifier": f"{SUBJECT_SYSTEM}|NCT06585007:{patient}"},
+            headers={"Cache-Control": "no-cache"},
+            timeout=30,
+        ).json()
+        for entry in bundle.get("entry") or []:
+            subject_id = entry["resource"]["id"]
+            response = requests.delete(f"{fhir_base}/ResearchSubject/{subject_id}", timeout=30)
+            assert response.status_code in (200, 204), response.text

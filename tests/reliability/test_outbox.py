@@ -50,6 +50,7 @@ def test_queued_write_backs_are_written_later_and_not_held_back(
         assert runtime.client is not None
         runtime.client.policy = RetryPolicy(retries=0)
         first, second, third = _candidates(medplum, 3, skip=40)
+        harness.forget_subjects(medplum.base_url, [first, second, third])  # first writes, all
         busy = proxy.add(Fault("status", status=503, match=_is_write_path))
         outcomes = [
             runtime.screen_patient(p, harness.AS_OF, True).write_back for p in (first, second)
