@@ -1,6 +1,6 @@
 """Every benchmark of issue #5 in one invocation: a table on stdout and bench/results.json.
 
-    .venv/bin/python -m bench.run                 the figures of bench/README.md (~20 min on 2 cores)
+    .venv/bin/python -m bench.run                 the figures of bench/README.md (~23 min on 2 cores)
     .venv/bin/python -m bench.run --quick         a smoke run (tiny N, no servers, seconds)
 
 Order: machine facts; generator speed; NDJSON mode against the raw parse; peak memory per N;
