@@ -4,17 +4,29 @@
     python -m bench.ndjson --memory 1000,10000 --work DIR       peak memory, fresh process per N
 
 The limit of the NDJSON path is reading the files and decoding every line (`json.loads`),
-nothing else: no screener can be faster than that on this machine with this Python. "Ours" is
-exactly what `medcare-screen screen --source DIR` does: LocalSource groups the resources by
-patient and the Screener screens each record. "Prototype" is bench/stream_prototype.py (the
-streaming design proposed in bench/README.md) with the same Screener. All three run in the same
-process, rotating which goes first, after one untimed pass of each so that all read from the
-page cache; each figure is the median.
+nothing else: no screener can be faster than that on this machine with this Python. Modes:
+
+- `raw`: that limit.
+- `ours`: exactly what `medcare-screen screen --source DIR` does by default: `screen_stream`
+  over an `NdjsonStream` with the mappings' line filter, in this process.
+- `ours_w2`: the same with `--workers 2` (partition here, screen buckets in 2 forked workers).
+- `localsource`: the path before streaming (LocalSource groups everything in memory, then the
+  Screener screens each record), kept as the "before" figure.
+
+All run in the same process, rotating which goes first, after one untimed pass of each so that
+all read from the page cache; each figure is the median. Each mode has a wall time and a CPU
+time: this process's `time.process_time` plus the CPU of the worker processes it waited for
+(`RUSAGE_CHILDREN`), so that 2 workers cannot look cheaper merely by spending CPU elsewhere.
+The untimed pass also checks that ours, ours_w2 and localsource give the same result for every
+patient.
 
 Peak memory is the child's own `ru_maxrss` (the high-water mark of resident memory), measured
-in a fresh interpreter per (N, mode) so one run's heap cannot hide another's. The child runs
-under an address-space limit (RLIMIT_AS): if ours needs more, the row says so instead of the
-machine swapping or the OOM killer picking a victim among other people's processes.
+in a fresh interpreter per (N, mode) so one run's heap cannot hide another's; with workers, the
+largest worker's `ru_maxrss` too, and a total that counts it once per worker (conservative:
+pages a forked worker shares with its parent are counted twice). The child runs under an
+address-space limit (RLIMIT_AS, per process, inherited by its workers): if a mode needs more,
+the row says so instead of the machine swapping or the OOM killer picking a victim among other
+people's processes.
 """
 
 from __future__ import annotations
@@ -28,22 +40,27 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 from bench.generate import DEFAULT_AS_OF, Mix, generate
-from bench.stream_prototype import observation_codes, stream_records
 from service.fhir.local_source import LocalSource
+from service.fhir.ndjson_stream import NdjsonStream
 from service.mapping import load_mappings
+from service.population import Screened, screen_records, screen_stream
 from service.screening.engine import Screener
+from service.screening.prefilter import line_filter
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAP_GB = 8.0
-MODES = ("raw", "ours", "prototype")
+TIMEOUT_S = 3600  # one (N, mode) memory pass
+MODES = ("raw", "ours", "ours_w2", "localsource")
+WORKERS = {"ours": 1, "ours_w2": 2}  # screen_stream's `workers` per streaming mode
+SCREENING_MODES = ("ours", "ours_w2", "localsource")
 
 
 def ndjson_files(folder: Path) -> list[Path]:
@@ -63,30 +80,43 @@ def raw_parse(folder: Path) -> tuple[int, int]:
     return count, size
 
 
-def ours_screen(folder: Path, screener: Screener, as_of: date) -> tuple[int, float]:
-    """What `medcare-screen screen --source folder` does. Returns (patients, screen seconds)."""
+def _collect(screened: Iterable[Screened], results: dict[str, str] | None) -> tuple[int, list[str]]:
+    """Consume a screen to the end (so that a worker pool is joined and its CPU counted).
+    Returns (patients, the error name of each screen that raised); with `results`, also keeps
+    each patient's result as canonical JSON."""
     patients = 0
-    screen_s = 0.0
-    for record in LocalSource(folder).records():
-        started = time.perf_counter()
-        screener.screen(record, as_of)
-        screen_s += time.perf_counter() - started
+    errors: list[str] = []
+    for item in screened:
         patients += 1
-    return patients, screen_s
+        if item.result is None:
+            errors.append(item.error or "no result")
+        if results is not None:
+            results[item.patient_id] = (
+                json.dumps(item.result.to_dict(), sort_keys=True)
+                if item.result is not None
+                else f"error: {item.error}"
+            )
+    return patients, errors
 
 
-def prototype_screen(folder: Path, screener: Screener, as_of: date) -> tuple[int, float]:
-    """The streaming prototype (bench/stream_prototype.py) doing the same work as ours_screen."""
-    patients = 0
-    screen_s = 0.0
-    with tempfile.TemporaryDirectory(prefix="medcare-stream-") as scratch:
-        select = observation_codes(screener.mappings)
-        for record in stream_records(folder, Path(scratch), select=select):
-            started = time.perf_counter()
-            screener.screen(record, as_of)
-            screen_s += time.perf_counter() - started
-            patients += 1
-    return patients, screen_s
+def screen_mode(
+    mode: str,
+    folder: Path,
+    screener: Screener,
+    as_of: date,
+    results: dict[str, str] | None = None,
+) -> tuple[int, list[str]]:
+    """One screening pass of `mode` over `folder`. Returns (patients, errors of screens)."""
+    if mode == "localsource":
+        return _collect(screen_records(LocalSource(folder).records(), screener, as_of), results)
+    stream = NdjsonStream(folder, line_filter(screener.mappings))
+    return _collect(screen_stream(stream, screener, as_of, WORKERS[mode]), results)
+
+
+def _cpu_s() -> float:
+    """CPU seconds of this process and of every child it has waited for (pool workers)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 @dataclass
@@ -94,95 +124,124 @@ class Throughput:
     mb: float
     resources: int
     patients: int
-    raw_s: list[float]
-    ours_s: list[float]
-    ours_screen_s: list[float]
-    prototype_s: list[float]
-    prototype_screen_s: list[float]
+    wall_s: dict[str, list[float]] = field(default_factory=dict)
+    cpu_s: dict[str, list[float]] = field(default_factory=dict)
+    same_results: bool = False
+    mismatched_patients: list[str] = field(default_factory=list)
+    screen_errors: int = 0
+    # 1-minute load average before and after: 2 workers need 2 idle CPUs, so another job on
+    # the machine shows in ours_w2 first
+    loadavg: tuple[float, float] = (0.0, 0.0)
 
     def summary(self) -> dict[str, Any]:
-        raw = statistics.median(self.raw_s)
-        ours = statistics.median(self.ours_s)
-        screen = statistics.median(self.ours_screen_s)
-        return {
+        wall = {mode: statistics.median(values) for mode, values in self.wall_s.items()}
+        cpu = {mode: statistics.median(values) for mode, values in self.cpu_s.items()}
+        raw = wall["raw"]
+        out: dict[str, Any] = {
             "mb": round(self.mb, 1),
             "patients": self.patients,
             "resources": self.resources,
-            "repeats": len(self.raw_s),
+            "repeats": len(self.wall_s["raw"]),
             "raw_parse_s": round(raw, 3),
+            "raw_cpu_s": round(cpu["raw"], 3),
             "raw_mb_per_s": round(self.mb / raw, 1),
             "raw_patients_per_s": round(self.patients / raw, 1),
-            "ours_s": round(ours, 3),
-            "ours_mb_per_s": round(self.mb / ours, 1),
-            "ours_patients_per_s": round(self.patients / ours, 1),
-            "ours_read_group_s": round(ours - screen, 3),
-            "ours_screen_s": round(screen, 3),
-            "ours_over_raw_time": round(ours / raw, 2),
-            "target_ours_over_raw_time": 2.0,
-            "prototype_s": round(statistics.median(self.prototype_s), 3),
-            "prototype_mb_per_s": round(self.mb / statistics.median(self.prototype_s), 1),
-            "prototype_patients_per_s": round(
-                self.patients / statistics.median(self.prototype_s), 1
-            ),
-            "prototype_over_raw_time": round(statistics.median(self.prototype_s) / raw, 2),
-            "prototype_screen_s": round(statistics.median(self.prototype_screen_s), 3),
         }
+        for mode in ("ours", "ours_w2"):
+            out |= {
+                f"{mode}_s": round(wall[mode], 3),
+                f"{mode}_cpu_s": round(cpu[mode], 3),
+                f"{mode}_mb_per_s": round(self.mb / wall[mode], 1),
+                f"{mode}_patients_per_s": round(self.patients / wall[mode], 1),
+                f"{mode}_over_raw_time": round(wall[mode] / raw, 2),
+                f"{mode}_cpu_over_raw_cpu": round(cpu[mode] / cpu["raw"], 2),
+            }
+        out |= {
+            "target_ours_over_raw_time": 2.0,
+            "localsource_s": round(wall["localsource"], 3),
+            "localsource_cpu_s": round(cpu["localsource"], 3),
+            "localsource_over_raw_time": round(wall["localsource"] / raw, 2),
+            "same_results": self.same_results,
+            "mismatched_patients": self.mismatched_patients,
+            "screen_errors": self.screen_errors,
+            "loadavg_1min_start_end": [round(value, 2) for value in self.loadavg],
+        }
+        return out
 
 
 def throughput(folder: Path, repeats: int, as_of: date = DEFAULT_AS_OF) -> Throughput:
-    """Raw parse and ours, alternated, `repeats` times each after one untimed warm-up of each."""
+    """Every mode, alternated, `repeats` times each after one untimed warm-up of each.
+
+    The warm-up also compares the screening modes' results patient by patient.
+    """
+    load_start = os.getloadavg()[0]
     screener = Screener(load_mappings())
     resources, size = raw_parse(folder)  # warm-up: page cache, imports
-    patients, _ = ours_screen(folder, screener, as_of)
-    raw_s: list[float] = []
-    ours_s: list[float] = []
-    screen_s: list[float] = []
-    prototype_s: list[float] = []
-    prototype_screen_s: list[float] = []
-    for repeat in range(repeats):
-        order = ["raw", "ours", "prototype"]
-        for which in order[repeat % 3 :] + order[: repeat % 3]:  # rotate who goes first
-            gc.collect()
-            started = time.perf_counter()
-            if which == "raw":
-                raw_parse(folder)
-                raw_s.append(time.perf_counter() - started)
-            elif which == "ours":
-                _, spent = ours_screen(folder, screener, as_of)
-                ours_s.append(time.perf_counter() - started)
-                screen_s.append(spent)
-            else:
-                _, spent = prototype_screen(folder, screener, as_of)
-                prototype_s.append(time.perf_counter() - started)
-                prototype_screen_s.append(spent)
-    return Throughput(
-        size / 1e6, resources, patients, raw_s, ours_s, screen_s, prototype_s, prototype_screen_s
+    results: dict[str, dict[str, str]] = {}
+    errors = 0
+    for mode in SCREENING_MODES:
+        results[mode] = {}
+        errors += len(screen_mode(mode, folder, screener, as_of, results[mode])[1])
+    reference = results["localsource"]
+    mismatched = sorted(
+        pid
+        for pid in {pid for got in results.values() for pid in got}
+        if len({got.get(pid) for got in results.values()}) != 1
     )
+    out = Throughput(
+        size / 1e6,
+        resources,
+        len(reference),
+        same_results=not mismatched and bool(reference),
+        mismatched_patients=mismatched[:10],
+        screen_errors=errors,
+    )
+    for repeat in range(repeats):
+        turn = repeat % len(MODES)
+        for mode in MODES[turn:] + MODES[:turn]:  # rotate who goes first
+            gc.collect()
+            cpu_started = _cpu_s()
+            started = time.perf_counter()
+            if mode == "raw":
+                raw_parse(folder)
+            else:
+                screen_mode(mode, folder, screener, as_of)
+            out.wall_s.setdefault(mode, []).append(time.perf_counter() - started)
+            out.cpu_s.setdefault(mode, []).append(_cpu_s() - cpu_started)
+    out.loadavg = (load_start, os.getloadavg()[0])
+    return out
 
 
 # --- memory --------------------------------------------------------------------------------
 def _child(folder: Path, mode: str, as_of: date) -> dict[str, Any]:
-    """Runs in the fresh interpreter: one pass of `mode`, then this process's peak RSS."""
+    """Runs in the fresh interpreter: one pass of `mode`, then the peak RSS of this process and
+    of its largest worker (none but with ours_w2)."""
     screener = Screener(load_mappings())
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     patients = 0
+    errors: list[str] = []
     try:
         if mode == "raw":
             raw_parse(folder)
-        elif mode == "prototype":
-            patients, _ = prototype_screen(folder, screener, as_of)
         else:
-            patients, _ = ours_screen(folder, screener, as_of)
+            patients, errors = screen_mode(mode, folder, screener, as_of)
     except MemoryError:
         return {"mode": mode, "exceeded_cap": True, "base_mb": round(base_mb)}
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     return {
         "mode": mode,
-        "exceeded_cap": False,
+        # a MemoryError inside one screen costs only that patient: it comes back as its error
+        "exceeded_cap": "MemoryError" in errors,
         "patients": patients,
+        "screen_errors": len(errors),
         "seconds": round(time.perf_counter() - started, 2),
         "base_mb": round(base_mb),
-        "peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_mb": round(peak_mb),
+        "children_peak_mb": round(children_mb),
+        # children_mb is 0 without workers; with them, each may reach it (a bound, see above)
+        "total_peak_mb": round(peak_mb + WORKERS.get(mode, 0) * children_mb),
     }
 
 
@@ -208,16 +267,19 @@ def peak_memory(
         as_of.isoformat(),
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    done = subprocess.run(
-        command,
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        preexec_fn=limit,
-        timeout=3600,
-        check=False,
-    )
+    try:
+        done = subprocess.run(
+            command,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=env,
+            preexec_fn=limit,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:  # e.g. a worker killed from outside: the pool waits on
+        return {"mode": mode, "exceeded_cap": False, "timed_out_s": TIMEOUT_S, "cap_gb": cap_gb}
     if done.returncode != 0 or not done.stdout.strip():
         tail = done.stderr.strip().splitlines()[-1:] or ["no output"]
         return {"mode": mode, "exceeded_cap": True, "exit": done.returncode, "error": tail[0][:200]}
@@ -234,7 +296,7 @@ def memory_by_n(
     mix: Mix | None = None,
     keep: bool = False,
 ) -> list[dict[str, Any]]:
-    """For each N: generate (NDJSON), measure raw and ours peak RSS, remove the folder."""
+    """For each N: generate (NDJSON), measure every mode's peak RSS, remove the folder."""
     rows = []
     for n in sizes:
         folder = work / f"ndjson-n{n}"

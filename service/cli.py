@@ -24,12 +24,13 @@ from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
-from service.fhir.record import PatientRecord
+from service.fhir.ndjson_stream import NdjsonStream
 from service.fhir.server_source import ServerSource
 from service.mapping import MappingError, load_mappings
-from service.report import attrition_summary, results_table
+from service.population import Screened, screen_record, screen_records, screen_stream
+from service.report import Report
 from service.screening.engine import Screener
-from service.screening.result import ScreenResult
+from service.screening.prefilter import line_filter
 from service.store import Store, create_store
 from service.writeback.fingerprint import fingerprint
 from service.writeback.writer import ResultWriter
@@ -48,6 +49,16 @@ def _as_of(text: str) -> date:
         return date.fromisoformat(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
+    return value
 
 
 def _fhir_base(text: str) -> str:
@@ -113,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     screen.add_argument("--no-store", action="store_true", help="do not store the results")
     screen.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="with an NDJSON source: screen in N processes (default 1; at most one per CPU helps)",
+    )
+    screen.add_argument(
         "--mappings",
         type=Path,
         default=None,
@@ -175,6 +193,8 @@ def _check_combination(args: argparse.Namespace) -> None:
         )
         if value
     ]
+    if args.fhir_base and args.workers > 1:
+        raise UsageError("--workers needs a Bulk Data NDJSON source, not --fhir-base")
     if server_only and not args.fhir_base:
         raise UsageError(f"{', '.join(server_only)} need(s) --fhir-base")
     if args.write_ineligible and not args.write_back:
@@ -188,32 +208,33 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     as_of = args.as_of or date.today()
     writer = None
     failures = 0
+    local: LocalSource | NdjsonStream | None = None
     if args.fhir_base:
         client = make_client(args.fhir_base)
-        records = _server_records(ServerSource(client, mappings), args, err)
+        screened = _server_screens(ServerSource(client, mappings), screener, as_of, args, err)
         if args.write_back:
             writer = ResultWriter(
                 client, mappings.parameters, write_ineligible=args.write_ineligible
             )
     else:
-        source = LocalSource(
-            args.source or Path(os.environ.get("MEDCARE_SOURCE_PATH") or DEFAULT_SOURCE)
-        )
-        records = iter(source.records(args.patient))
+        path = args.source or Path(os.environ.get("MEDCARE_SOURCE_PATH") or DEFAULT_SOURCE)
+        if NdjsonStream.handles(path):
+            local = NdjsonStream(path, line_filter(mappings))
+            screened = screen_stream(local, screener, as_of, args.workers, args.patient)
+        else:
+            if args.workers > 1:
+                raise UsageError("--workers needs a Bulk Data NDJSON source (.ndjson files)")
+            local = LocalSource(path)
+            screened = screen_records(local.records(args.patient), screener, as_of)
     store = None if args.no_store else _open_store(args.database)
     changed = 0
-    results: list[ScreenResult] = []
-    for count, record in enumerate(records, start=1):
-        if record is None:  # the server could not give this patient; already reported
+    report = Report()
+    for count, item in enumerate(screened, start=1):
+        result = item.result
+        if result is None:
             failures += 1
-            continue
-        try:
-            result = screener.screen(record, as_of)
-        except Exception as exc:  # a bug must not cost the other patients their screen
-            failures += 1
-            log.error(
-                "Patient/%s could not be screened (%s)", record.patient_id, type(exc).__name__
-            )
+            if item.error:  # None: the server could not give this patient; already reported
+                log.error("Patient/%s could not be screened (%s)", item.patient_id, item.error)
             continue
         if writer is not None:
             try:
@@ -226,23 +247,23 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             changed += store.record_patient_result(
                 None, result.patient, result.to_dict(), fingerprint(result)
             ).changed
-        results.append(result)
+        report.add(result)
         if args.format == "json":
             out.write(json.dumps(result.to_dict(), ensure_ascii=False) + "\n")
         if count % PROGRESS_EVERY == 0:
             print(f"medcare-screen: screened {count} patients", file=err)
-    if not args.fhir_base:
-        for problem in source.problems:
-            print(f"medcare-screen: warning: {problem}", file=err)
-    _print_report(args, results, out, err)
+    for problem in local.problems if local is not None else ():
+        print(f"medcare-screen: warning: {problem}", file=err)
+    _print_report(args, report, out, err)
+    screened_count = len(report.rows)
     if store is not None:
         where = store.engine.url.render_as_string(hide_password=True)
         print(
-            f"medcare-screen: stored {len(results)} results in {where} ({changed} changed)",
+            f"medcare-screen: stored {screened_count} results in {where} ({changed} changed)",
             file=err,
         )
         store.close()
-    if not results and not failures:
+    if not screened_count and not failures:
         print("medcare-screen: warning: no patients found in the source", file=err)
     return EXIT_PARTIAL if failures else EXIT_OK
 
@@ -260,31 +281,30 @@ def _open_store(url: str | None) -> Store:
     return store
 
 
-def _server_records(
-    source: ServerSource, args: argparse.Namespace, err: TextIO
-) -> Iterator[PatientRecord | None]:
-    """Each patient's record, or None (reported on stderr) when the server could not give it."""
+def _server_screens(
+    source: ServerSource, screener: Screener, as_of: date, args: argparse.Namespace, err: TextIO
+) -> Iterator[Screened]:
+    """Each patient's screen; a patient the server could not give is reported on stderr and
+    comes out without a result (and without an error name: nothing was screened)."""
     for patient_id in source.patient_ids(search=args.search, group=args.group, ids=args.patient):
         try:
             record = source.record(patient_id)
         except FhirError as exc:
             print(f"medcare-screen: Patient/{patient_id}: {exc}", file=err)
-            yield None
+            yield Screened(patient_id, None)
             continue
         for problem in record.problems:
             print(f"medcare-screen: warning: Patient/{patient_id}: {problem}", file=err)
-        yield record
+        yield screen_record(screener, record, as_of)
 
 
-def _print_report(
-    args: argparse.Namespace, results: list[ScreenResult], out: TextIO, err: TextIO
-) -> None:
+def _print_report(args: argparse.Namespace, report: Report, out: TextIO, err: TextIO) -> None:
     if args.format == "table":
-        print(results_table(results), file=out)
+        print(report.table(), file=out)
     if args.summary:
         target = out if args.format == "table" else err
         print("", file=target)
-        print(attrition_summary(results), file=target)
+        print(report.summary(), file=target)
 
 
 def run_load_fixtures(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -33,26 +33,51 @@ def patient_row(result: ScreenResult) -> list[str]:
     ]
 
 
-def results_table(results: Sequence[ScreenResult]) -> str:
-    headers = ("patient", "status", "type", "ruled out by", "needs review")
-    return _table(headers, [patient_row(r) for r in results])
+class Report:
+    """The table and the attrition funnel, built one result at a time.
 
+    It keeps a short row per patient and a few counters, not the results themselves, so a
+    population screen's memory does not grow with the results' reasons and evidence.
+    """
 
-def attrition_summary(results: Sequence[ScreenResult]) -> str:
-    """Per criterion: counts of each result, and patients still eligible after it (the funnel)."""
-    remaining = {r.patient for r in results}
-    rows = []
-    for criterion_id, kind in CRITERIA:
-        counts: Counter[Result] = Counter()
-        for result in results:
+    def __init__(self) -> None:
+        self.rows: list[list[str]] = []
+        self.counts: dict[str, Counter[Result]] = {cid: Counter() for cid, _ in CRITERIA}
+        # patients ruled out for the first time at each criterion (the funnel's steps)
+        self.first_ruled_out: Counter[str] = Counter()
+        self.candidates = 0
+
+    def add(self, result: ScreenResult) -> None:
+        self.rows.append(patient_row(result))
+        ruled_out_at = None
+        for criterion_id, _kind in CRITERIA:
             criterion = result.criterion(criterion_id)
-            counts[criterion.result] += 1
-            if criterion.rules_out():
-                remaining.discard(result.patient)
-        rows.append(
-            [criterion_id, kind.value, *(str(counts[r]) for r in RESULT_ORDER), str(len(remaining))]
+            self.counts[criterion_id][criterion.result] += 1
+            if ruled_out_at is None and criterion.rules_out():
+                ruled_out_at = criterion_id
+        if ruled_out_at is not None:
+            self.first_ruled_out[ruled_out_at] += 1
+        if result.status.value == "candidate":
+            self.candidates += 1
+
+    def table(self) -> str:
+        headers = ("patient", "status", "type", "ruled out by", "needs review")
+        return _table(headers, self.rows)
+
+    def summary(self) -> str:
+        """Per criterion: counts of each result, and patients still eligible after it."""
+        total = len(self.rows)
+        remaining = total
+        rows = []
+        for criterion_id, kind in CRITERIA:
+            remaining -= self.first_ruled_out[criterion_id]
+            counts = self.counts[criterion_id]
+            rows.append(
+                [criterion_id, kind.value, *(str(counts[r]) for r in RESULT_ORDER), str(remaining)]
+            )
+        headers = ("criterion", "kind", "met", "not-met", "unknown", "manual", "left")
+        footer = (
+            f"\n{total} patients screened: {self.candidates} candidate, "
+            f"{total - self.candidates} ineligible."
         )
-    headers = ("criterion", "kind", "met", "not-met", "unknown", "manual", "left")
-    candidates = sum(1 for r in results if r.status.value == "candidate")
-    footer = f"\n{len(results)} patients screened: {candidates} candidate, {len(results) - candidates} ineligible."
-    return _table(headers, rows) + footer
+        return _table(headers, rows) + footer

@@ -17,8 +17,8 @@ from service.fhir.record import (
     CLINICAL_TYPES,
     PatientRecord,
     Resource,
+    patient_id_of,
     subject_reference,
-    type_and_id,
 )
 
 KEPT_TYPES = frozenset({"Patient", "Medication", *CLINICAL_TYPES})
@@ -170,7 +170,4 @@ def _patient_of(resource: Resource, full_url_to_patient: dict[str, str]) -> str 
         return None
     if reference in full_url_to_patient:
         return full_url_to_patient[reference]
-    tail = type_and_id(reference)
-    if tail and tail.startswith("Patient/"):
-        return tail.split("/", 1)[1]
-    return None
+    return patient_id_of(reference)

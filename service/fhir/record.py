@@ -84,6 +84,14 @@ def type_and_id(reference: str) -> str | None:
     return None
 
 
+def patient_id_of(reference: str) -> str | None:
+    """The id in a reference to a Patient ('Patient/1', 'https://x/fhir/Patient/1/_history/2')."""
+    tail = type_and_id(reference)
+    if tail and tail.startswith("Patient/"):
+        return tail.split("/", 1)[1]
+    return None
+
+
 def versioned_reference(resource: Resource) -> str:
     """'Observation/77/_history/2' where the version is known, else 'Observation/77'."""
     resource_type = resource.get("resourceType", "Resource")

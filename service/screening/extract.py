@@ -38,6 +38,7 @@ MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdmin
 MEDICATION_CONCEPT = "medication"
 PATIENT_CONCEPT = "patient"
 REQUEST_INTENTS_USED = {"order", "plan", "original-order"}
+RECOGNISED_CACHE_SIZE = 4096
 _DEPOT_RE = re.compile(r"(\d+)[\s-]*(?:month|mo)\b", re.IGNORECASE)
 
 
@@ -67,6 +68,7 @@ class FactExtractor:
         self.observation_index = ConceptIndex.build(mappings, OBSERVATION_CONCEPTS)
         self.condition_index = ConceptIndex.build(mappings, CONDITION_CONCEPTS)
         self.procedure_index = ConceptIndex.build(mappings, PROCEDURE_CONCEPTS)
+        self._recognised_cache: dict[tuple[Any, ...], tuple[DrugMatch, ...]] = {}
         catalogue = mappings.medications
         self._rxnorm: dict[str, list[Any]] = {}
         self._atc: dict[str, list[Any]] = {}
@@ -235,6 +237,18 @@ class FactExtractor:
         )
 
     def _recognise(self, concept: Any) -> tuple[DrugMatch, ...]:
+        """_recognised, remembered per distinct concept: a chart repeats the same few products
+        (a chronic drug is prescribed every visit), and matching names runs one regular
+        expression per listed drug. The key holds everything _recognised reads."""
+        key = (tuple(codings_of(concept)), tuple(texts_of(concept)))
+        found = self._recognised_cache.get(key)
+        if found is None:
+            if len(self._recognised_cache) >= RECOGNISED_CACHE_SIZE:
+                self._recognised_cache.clear()  # bounded: memory stays flat over a population
+            found = self._recognised_cache[key] = self._recognised(concept)
+        return found
+
+    def _recognised(self, concept: Any) -> tuple[DrugMatch, ...]:
         """Drugs in a medication concept: listed codes first, then names (criteria.md §4b)."""
         catalogue = self.mappings.medications
         matches: dict[str, DrugMatch] = {}

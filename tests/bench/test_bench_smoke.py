@@ -21,10 +21,12 @@ from bench.generate import Mix, generate, patient_id
 from bench.load import bundles_generated, load
 from bench.serverbench import BaselineFactory, RequestCounter, measure, ours_factory
 from bench.servers import running
-from bench.stream_prototype import stream_records
 from service.fhir.local_source import LocalSource
+from service.fhir.ndjson_stream import NdjsonStream
 from service.mapping import Mappings
+from service.population import screen_stream
 from service.screening.engine import Screener
+from service.screening.prefilter import line_filter
 
 AS_OF = date(2026, 11, 26)
 N = 3
@@ -57,15 +59,27 @@ def test_ndjson_and_bundles_screen_identically(tmp_path: Path, screener: Screene
     assert from_ndjson == _results(screener, tmp_path / "bundles")
 
 
-def test_streaming_prototype_screens_like_local_source(tmp_path: Path, screener: Screener) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_screen_is_the_local_source_screen(
+    tmp_path: Path, screener: Screener, mappings: Mappings, workers: int
+) -> None:
+    """What the bench times as `ours` / `ours_w2` gives LocalSource's results, over several
+    buckets (small ones, so that patients are spread over them as in a large export)."""
     generate(N, 4, tmp_path / "ndjson", "ndjson")
     (tmp_path / "scratch").mkdir()
-    streamed = {
-        record.patient_id: json.dumps(screener.screen(record, AS_OF).to_dict(), sort_keys=True)
-        for record in stream_records(tmp_path / "ndjson", tmp_path / "scratch", bucket_mb=0.5)
-    }
+    stream = NdjsonStream(
+        tmp_path / "ndjson",
+        line_filter(mappings),
+        bucket_bytes=50_000,
+        scratch_dir=tmp_path / "scratch",
+    )
+    streamed: dict[str, str] = {}
+    for item in screen_stream(stream, screener, AS_OF, workers=workers):
+        assert item.result is not None, item.error
+        streamed[item.patient_id] = json.dumps(item.result.to_dict(), sort_keys=True)
+    assert stream.problems == []
     assert streamed == _results(screener, tmp_path / "ndjson")
-    assert list((tmp_path / "scratch").iterdir()) == []  # buckets are removed as they are used
+    assert list((tmp_path / "scratch").iterdir()) == []  # the buckets are gone
 
 
 def test_quick_run_writes_results_and_table(
@@ -74,10 +88,28 @@ def test_quick_run_writes_results_and_table(
     out = tmp_path / "results.json"
     assert run.main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    assert results["ndjson"]["patients"] == 5
+    ndjson = results["ndjson"]
+    assert ndjson["patients"] == 5
+    assert ndjson["same_results"] is True
+    for key in ("raw_parse_s", "ours_s", "ours_w2_s", "localsource_s", "ours_cpu_over_raw_cpu"):
+        assert ndjson[key] > 0, key
     assert [row["n"] for row in results["memory"]] == [3, 6]
-    assert all(not row["ours"]["exceeded_cap"] for row in results["memory"])
-    assert "NDJSON time ours / raw" in capsys.readouterr().out
+    for row in results["memory"]:
+        assert set(row) >= {"raw", "ours", "ours_w2", "localsource"}
+        assert not any(row[mode]["exceeded_cap"] for mode in ("raw", "ours", "ours_w2"))
+        assert row["ours_w2"]["children_peak_mb"] > 0  # the workers were measured
+        assert row["ours_w2"]["total_peak_mb"] >= row["ours_w2"]["peak_mb"]
+    table = capsys.readouterr().out
+    for row_name in (
+        "NDJSON time ours / raw",
+        "NDJSON time ours with 2 workers / raw",
+        "NDJSON CPU ours / raw CPU",
+        "NDJSON before (LocalSource) time / raw",
+        "same results ours = w2 = LocalSource",
+        "peak RSS, ours 2 workers (total)",
+    ):
+        assert row_name in table, row_name
+    assert "prototype" not in table
 
 
 @pytest.fixture(scope="module")

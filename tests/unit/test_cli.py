@@ -166,3 +166,36 @@ def test_screen_stores_results_and_reports_changes(
     items, _ = store.changes(None, 10)
     assert [i["patient"] for i in items] == ["Patient/fx-base", "Patient/fx-age-17"]
     store.close()
+
+
+def test_an_ndjson_export_is_streamed_and_workers_give_the_same_results(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.ndjson_export import bundles_to_ndjson
+
+    bundles = sorted(p for p in FIXTURES.glob("*.json") if not p.name.endswith(".expected.json"))
+    folder = bundles_to_ndjson(bundles, tmp_path / "export")
+    outputs = []
+    for workers in ("1", "2"):
+        code = main(
+            ["screen", "--source", str(folder), "--as-of", "2026-11-26", "--format", "json",
+             "--workers", workers, "--summary"]
+        )  # fmt: skip
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        outputs.append(sorted(captured.out.splitlines()))
+        assert f"{len(bundles)} patients screened" in captured.err  # the summary, on stderr
+    assert outputs[0] == outputs[1] and len(outputs[0]) == len(bundles)
+    expected = json.loads((FIXTURES / "base.expected.json").read_text())
+    base = next(json.loads(x) for x in outputs[0] if '"Patient/fx-base"' in x)
+    assert base["status"] == expected["status"]
+
+
+def test_workers_need_an_ndjson_source(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["screen", "--source", str(FIXTURES), "--workers", "2"]) == 2
+    assert "--workers needs a Bulk Data NDJSON source" in capsys.readouterr().err
+    assert main(["screen", "--fhir-base", "http://localhost:1/fhir", "--workers", "2"]) == 2
+    assert "not --fhir-base" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["screen", "--workers", "0"])
+    assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err

@@ -5,14 +5,20 @@ from __future__ import annotations
 import json
 from datetime import date
 
+import pytest
+
+from service.mapping import Mappings
+from service.screening import extract
 from service.screening.engine import Screener
 from service.screening.result import CRITERIA, Result, Status
 from tests.builders import (
     ICD10CM,
     LOINC,
+    RXNORM,
     SCT,
     concept,
     condition,
+    medication_statement,
     observation,
     patient,
     record,
@@ -139,3 +145,28 @@ def test_result_round_trips_through_its_dict(screener: Screener) -> None:
         record(condition(ADENOCARCINOMA), total_testosterone(1.2, "nmol/L")), AS_OF
     )
     assert ScreenResult.from_dict(result.to_dict()) == result
+
+
+def test_drug_recognition_is_remembered_within_a_bound(
+    monkeypatch: pytest.MonkeyPatch, mappings: Mappings
+) -> None:
+    """The same product is recognised once; the memory of products never outgrows its bound,
+    and what is remembered is what would have been recognised afresh."""
+    monkeypatch.setattr(extract, "RECOGNISED_CACHE_SIZE", 2)
+    cached, fresh = Screener(mappings), Screener(mappings)
+    drugs = [
+        concept(RXNORM, "752899", "enzalutamide 40 MG"),
+        {"text": "Xofigo 1100 kBq/mL"},
+        {"text": "metformin 500 MG"},
+        concept(RXNORM, "752899", "enzalutamide 40 MG"),
+    ]
+    for drug in drugs:
+        data = record(medication_statement(drug))
+        assert cached.screen(data, AS_OF).to_dict() == fresh.screen(data, AS_OF).to_dict()
+        fresh.extractor._recognised_cache.clear()
+        assert len(cached.extractor._recognised_cache) <= 2
+    calls: list[object] = []
+    original = cached.extractor._recognised
+    monkeypatch.setattr(cached.extractor, "_recognised", lambda c: calls.append(c) or original(c))
+    cached.screen(record(medication_statement(drugs[-1])), AS_OF)
+    assert calls == []  # the last product is still remembered

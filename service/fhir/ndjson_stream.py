@@ -1,0 +1,401 @@
+"""Bulk Data NDJSON as a stream of PatientRecords, in memory bounded whatever the export's size.
+
+LocalSource reads a whole source before grouping, which suits Bundles and the service's random
+access, but an `$export` of 10,000 patients is 4 GB of JSON. This source makes two passes:
+
+1. **Partition** each line by patient without decoding it. The resource type and the subject
+   reference are read from the raw bytes; a line of a type the rules never read is dropped
+   undecoded, and so is an Observation none of whose `"code"` values is one the rules select
+   Observations by (when the caller gives those codes). Each kept line is appended, still raw,
+   to a scratch bucket chosen by a hash of its patient id, so that one bucket holds about
+   `bucket_bytes` of kept JSON.
+2. **Screen bucket by bucket**: decode one bucket, group it into PatientRecords, hand them out,
+   forget them.
+
+The shortcuts are exact, never approximate: wherever the bytes could mislead (several
+`"resourceType"` keys, i.e. contained resources; JSON `\\u` escapes; a subject that is not a
+plain `{"reference": ...}` object; a line with no recognisable type), the line is decoded and
+placed the way LocalSource would place it. A line that is not JSON is reported with its file and
+line number and skipped, if it could matter; lines of types no rule reads are never decoded, so
+their defects are not reported. Medications are not about one patient: they are kept (decoded)
+for the whole run, as references to them may come from any patient.
+
+Records come out bucket by bucket, in the order of the Patient lines within a bucket; a source
+that fits in one bucket keeps the Patient file's order.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+from service.fhir.local_source import KEPT_TYPES, SourceError
+from service.fhir.record import PatientRecord, Resource, patient_id_of, subject_reference
+
+DEFAULT_BUCKET_BYTES = 16_000_000
+MAX_BUCKETS = 512  # open scratch files at once; far below the usual 1,024+ descriptor limit
+# Share of an export the partition usually keeps (bench/README.md: 14%); only sizes the buckets.
+_KEPT_SHARE = 0.25
+
+_TYPE_KEY = b'"resourceType"'
+_TYPE = re.compile(rb'"resourceType"\s*:\s*"([A-Za-z]+)"')
+_SUBJECT = re.compile(rb'"(?:subject|patient)"\s*:\s*\{[^{}]*?"reference"\s*:\s*"([^"\\]*)"')
+_CODE = re.compile(rb'"code"\s*:\s*"((?:[^"\\]|\\.)*)"')
+_LINE_START = b'{"resourceType":"'
+_SPECIAL = re.compile(rb"[\\\x80-\xff]")  # a backslash or a byte that is not ASCII
+_BLOCK_BYTES = 8 * 1024 * 1024
+_DECODE_ALWAYS = frozenset({b"Patient", b"Medication"})  # placed by id / kept for everyone
+
+
+@dataclass(frozen=True)
+class LineFilter:
+    """What the partition may drop without decoding: types outside `kept_types`, and (when
+    `observation_codes` is given) Observations with no `"code"` value among those codes.
+
+    `observation_codes` holds codes as `normalize` leaves them. `observation_pattern`, when
+    given, must match every line that is plain ASCII without backslashes and has a `"code"`
+    value whose normalised form is in `observation_codes`: such lines are then decided by one
+    regex search in C; any other line's code values are checked one by one. Both come from
+    service.screening.prefilter, so this module needs no knowledge of the mappings.
+    """
+
+    kept_types: frozenset[str] = KEPT_TYPES
+    observation_codes: frozenset[str] | None = None
+    normalize: Callable[[str], str] | None = None
+    observation_pattern: re.Pattern[bytes] | None = None
+
+    def __post_init__(self) -> None:
+        if self.observation_codes is not None and self.normalize is None:
+            raise ValueError("observation_codes need the normalize function they were built with")
+
+
+@dataclass
+class Partition:
+    """The outcome of pass 1: scratch buckets of raw lines, and every Medication, decoded."""
+
+    files: list[Path]
+    buckets: list[Path]
+    medications: dict[str, Resource]
+    wanted: frozenset[str] | None
+
+
+@dataclass
+class NdjsonStream:
+    """One or more `.ndjson` files (a file, or a folder of them) read as PatientRecords."""
+
+    path: Path
+    line_filter: LineFilter = field(default_factory=LineFilter)
+    bucket_bytes: int = DEFAULT_BUCKET_BYTES
+    scratch_dir: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @staticmethod
+    def handles(path: Path) -> bool:
+        """True when `path` is an NDJSON file or a folder whose FHIR files are all NDJSON."""
+        if path.is_file():
+            return path.suffix == ".ndjson"
+        if not path.is_dir():
+            return False
+        suffixes = {
+            p.suffix for p in path.rglob("*")
+            if p.is_file() and p.suffix in (".json", ".ndjson")
+            and not p.name.endswith(".expected.json")
+        }  # fmt: skip
+        return suffixes == {".ndjson"}
+
+    def files(self) -> list[Path]:
+        if not self.path.exists():
+            raise SourceError(f"{self.path}: no such file or folder")
+        if self.path.is_file():
+            return [self.path]
+        found = sorted(p for p in self.path.rglob("*.ndjson") if p.is_file())
+        if not found:
+            raise SourceError(f"{self.path}: no .ndjson files in this folder")
+        return found
+
+    def records(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientRecord]:
+        """Every patient's record (or only those of `patient_ids`), one bucket in memory at once."""
+        seen: set[str] = set()
+        with self.partitioned(patient_ids) as partition:
+            for bucket in partition.buckets:
+                for record in self.read_bucket(partition, bucket):
+                    seen.add(record.patient_id)
+                    yield record
+                bucket.unlink()
+        self.report_missing(partition, seen)
+
+    @contextmanager
+    def partitioned(
+        self, patient_ids: Iterable[str] | None = None, min_buckets: int = 1
+    ) -> Iterator[Partition]:
+        """Pass 1: the kept lines in scratch buckets, removed when the block ends.
+
+        `min_buckets` lets worker processes share a small source (one bucket each at least).
+        """
+        wanted = frozenset(patient_ids) if patient_ids else None
+        files = self.files()
+        total = sum(_size(file) for file in files)
+        count = max(min_buckets, int(total * _KEPT_SHARE / self.bucket_bytes) + 1)
+        with tempfile.TemporaryDirectory(prefix="medcare-ndjson-", dir=self.scratch_dir) as tmp:
+            partition = Partition(
+                files=files,
+                buckets=[Path(tmp) / f"bucket-{i}.ndjson" for i in range(min(MAX_BUCKETS, count))],
+                medications={},
+                wanted=wanted,
+            )
+            _Partitioner(self, partition).run()
+            yield partition
+
+    def read_bucket(self, partition: Partition, bucket: Path) -> Iterator[PatientRecord]:
+        """Pass 2 for one bucket: its patients' records, in the order of their Patient lines."""
+        patients: dict[str, PatientRecord] = {}
+        others: list[tuple[str, Resource]] = []
+        medications = partition.medications
+        with bucket.open("rb") as handle:
+            for line in handle:
+                key_bytes, file_index, number, raw = line.split(b"\t", 3)
+                key = key_bytes.decode("unicode_escape")
+                resource = self._decode(raw, partition.files[int(file_index)], int(number))
+                if resource is None:
+                    continue
+                if resource["resourceType"] == "Patient":
+                    record = patients.setdefault(key, PatientRecord(key, medications=medications))
+                    record.add(resource)
+                elif _patient_key(resource) == key:
+                    others.append((key, resource))
+                # else: the subject is not a Patient reference after all; LocalSource drops it too
+        for key, resource in others:
+            if key in patients:
+                patients[key].add(resource)
+        yield from patients.values()
+
+    def report_missing(self, partition: Partition, seen: set[str]) -> None:
+        """A problem for each asked-for patient the source did not have."""
+        for missing in sorted((partition.wanted or frozenset()) - seen):
+            self.problems.append(f"{self.path}: no Patient with id {missing!r}")
+
+    def _decode(self, raw: bytes, file: Path, number: int) -> Resource | None:
+        """The resource of one line, or None (reported) when the line is not a FHIR resource."""
+        try:
+            resource = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+            self.problems.append(f"{file} line {number}: not valid JSON ({message}), skipped")
+            return None
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
+            return None
+        return resource
+
+
+class _Partitioner:
+    """Pass 1: every kept line, raw, into the bucket of its patient (see the module docstring)."""
+
+    def __init__(self, source: NdjsonStream, partition: Partition) -> None:
+        self.source = source
+        self.files = partition.files
+        self.scratch = partition.buckets
+        self.medications = partition.medications
+        self.wanted = partition.wanted
+        line_filter = source.line_filter
+        self.kept = frozenset(t.encode() for t in line_filter.kept_types)
+        self.codes = line_filter.observation_codes
+        self.code_bytes = (
+            frozenset(c.encode() for c in self.codes) if self.codes is not None else None
+        )
+        self.normalize: Callable[[str], str] = line_filter.normalize or str
+        self.pattern = line_filter.observation_pattern
+        # Where a line may be skipped by its first bytes alone: a type no rule reads, or an
+        # Observation when the plain-ASCII lines' codes can be decided by the pattern.
+        examined = set(line_filter.kept_types)
+        if self.codes is not None and self.pattern is not None:
+            examined.discard("Observation")
+        self.examine_at = _not_droppable(examined)
+        # the prefix of an Observation line, when those are droppable; a block made only of
+        # them (the Observation file of an export) needs no scan for other types
+        self.uniform = _LINE_START + b'Observation"' if "Observation" not in examined else None
+
+    def run(self) -> None:
+        handles: list[IO[bytes]] = [path.open("wb") for path in self.scratch]
+        try:
+            for index, file in enumerate(self.files):
+                self._file(index, file, handles)
+        finally:
+            for handle in handles:
+                handle.close()
+
+    def _file(self, index: int, file: Path, handles: list[IO[bytes]]) -> None:
+        try:
+            reader = file.open("rb")
+        except OSError as exc:
+            raise SourceError(f"{file}: cannot be opened ({exc.strerror})") from exc
+        prefix = f"\t{index}\t".encode()
+        before = 0  # lines of the file before the current block
+        with reader:
+            for block in _blocks(reader):
+                for number, line in self._examined(block):
+                    key = self._place(line, file, before + number)
+                    if key is None or (self.wanted is not None and key not in self.wanted):
+                        continue
+                    encoded = key.encode("unicode_escape")  # no tab or newline survives this
+                    out = handles[zlib.crc32(encoded) % len(handles)]
+                    out.write(encoded + prefix + str(before + number).encode() + b"\t" + line)
+                before += block.count(b"\n")
+
+    def _examined(self, block: bytes) -> Iterator[tuple[int, bytes]]:
+        """The lines of a block (whole lines, each ending in a newline) that _place must see,
+        with their numbers in the block (from 1). The others are dropped without a look.
+
+        A line is skipped only when its first bytes are `{"resourceType":"T"` with T a type
+        that can be dropped (outside kept_types, or Observation when codes are selected), no
+        other `"resourceType"` is in it, it is plain ASCII without backslashes, and, for an
+        Observation, the code pattern does not match in it. _place would drop each such line
+        (see _selected); here the conditions are checked for a whole block with C-level
+        scans, so the lines of a type no rule reads never reach Python one by one.
+        """
+        types = block.count(_TYPE_KEY)
+        prefixed = block.count(b"\n" + _LINE_START) + block.startswith(_LINE_START)
+        if types != prefixed:  # some line has two types (contained resources): look at all
+            for number, line in enumerate(block.split(b"\n")[:-1], start=1):
+                yield number, line + b"\n"
+            return
+        lines = block.count(b"\n")
+        if self.uniform is not None and prefixed == lines == (
+            block.count(b"\n" + self.uniform) + block.startswith(self.uniform)
+        ):
+            starts: set[int] = set()  # one droppable type only (a Bulk Data file per type)
+        else:
+            starts = {
+                m.start() for m in self.examine_at.finditer(b"\n" + block) if m.start() < len(block)
+            }
+        if not block.isascii() or b"\\" in block:
+            starts.update(_line_start(block, m.start()) for m in _SPECIAL.finditer(block))
+        if self.pattern is not None:
+            starts.update(_line_start(block, m.start()) for m in self.pattern.finditer(block))
+        number, previous = 1, 0
+        for start in sorted(starts):
+            number += block.count(b"\n", previous, start)
+            previous = start
+            yield number, block[start : block.index(b"\n", start) + 1]
+
+    def _place(self, line: bytes, file: Path, number: int) -> str | None:
+        """The patient id a kept line belongs to; None for a line that is dropped."""
+        if b"\\u" in line or line.count(_TYPE_KEY) != 1:
+            return self._place_decoded(line, file, number)
+        match = _TYPE.search(line)
+        if match is None:
+            return self._place_decoded(line, file, number)
+        kind = match.group(1)
+        if kind not in self.kept:
+            return None
+        if kind in _DECODE_ALWAYS:
+            return self._place_decoded(line, file, number)
+        if kind == b"Observation" and self.codes is not None and not self._selected(line):
+            return None
+        holders = line.count(b'"subject"') + line.count(b'"patient"')
+        found = _SUBJECT.search(line) if holders == 1 else None
+        if found is None:
+            return self._place_decoded(line, file, number)
+        return patient_id_of(found.group(1).decode())
+
+    def _selected(self, line: bytes) -> bool:
+        """Whether an Observation line may be one the rules select (see _code_may_matter)."""
+        if self.pattern is None:
+            return self._code_may_matter(line)
+        if self.pattern.search(line):
+            return True
+        if line.isascii() and b"\\" not in line:
+            return False  # the pattern decides plain lines exactly (LineFilter's contract)
+        return self._code_may_matter(line)
+
+    def _code_may_matter(self, line: bytes) -> bool:
+        """False only when no `"code"` value in the line is one the rules select by.
+
+        Exact: the extractor drops an Observation whose code is in none of its value sets before
+        reading anything else. Codes compare as the extractor compares them (normalised);
+        systems are not compared, which only lets more lines through.
+        """
+        if self.code_bytes is None or self.codes is None:
+            return True
+        for value in _CODE.findall(line):
+            if value in self.code_bytes:
+                return True
+            if b"\\" in value or not value.isascii():
+                try:  # escapes or non-ASCII: decode the JSON string exactly, then normalise
+                    text = json.loads(b'"' + value + b'"')
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    return True  # undecidable here: let pass 2 decode (and report) the line
+                if self.normalize(text) in self.codes:
+                    return True
+            elif value.strip().replace(b".", b"").lower() in self.code_bytes:
+                return True  # ASCII: the same normalisation, on bytes
+        return False
+
+    def _place_decoded(self, line: bytes, file: Path, number: int) -> str | None:
+        """The slow, exact path: decode the line and place it as LocalSource would."""
+        if not line.strip():
+            return None
+        resource = self.source._decode(line, file, number)
+        if resource is None:
+            return None
+        kind = resource["resourceType"]
+        if kind not in self.source.line_filter.kept_types:
+            return None
+        if kind == "Medication":
+            PatientRecord("", medications=self.medications).add_medication(resource)
+            return None
+        if kind == "Patient":
+            patient_id = resource.get("id")
+            if not isinstance(patient_id, str):
+                self.source.problems.append(f"{file} line {number}: Patient without an id, skipped")
+                return None
+            return patient_id
+        return _patient_key(resource)
+
+
+def _patient_key(resource: Resource) -> str | None:
+    """The Patient id a resource belongs to, as LocalSource decides it for NDJSON lines."""
+    if resource.get("resourceType") == "Patient":
+        value = resource.get("id")
+        return value if isinstance(value, str) else None
+    reference = subject_reference(resource)
+    return patient_id_of(reference) if reference is not None else None
+
+
+def _not_droppable(examined: set[str]) -> re.Pattern[bytes]:
+    """Matches the newline before (and, on a buffer starting with one, the start of) every line
+    that does not begin `{"resourceType":"T"` with T outside `examined`."""
+    names = b"|".join(re.escape(name.encode()) for name in sorted(examined))
+    return re.compile(rb'\n(?!\{"resourceType":"(?!(?:' + names + rb')")[A-Za-z]+")')
+
+
+def _line_start(block: bytes, position: int) -> int:
+    return block.rfind(b"\n", 0, position) + 1
+
+
+def _blocks(reader: IO[bytes]) -> Iterator[bytes]:
+    """The file in blocks of whole lines, each line ending in a newline (one is added to a
+    last line without it)."""
+    rest = b""
+    while data := reader.read(_BLOCK_BYTES):
+        data = rest + data
+        cut = data.rfind(b"\n") + 1
+        block, rest = data[:cut], data[cut:]
+        if block:
+            yield block
+    if rest:
+        yield rest + b"\n"
+
+
+def _size(file: Path) -> int:
+    try:
+        return file.stat().st_size
+    except OSError as exc:
+        raise SourceError(f"{file}: cannot be read ({exc.strerror})") from exc

@@ -1,0 +1,88 @@
+"""Population screens: worker processes give the same results, and one failure stays one."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+from service.fhir.ndjson_stream import NdjsonStream
+from service.fhir.record import PatientRecord
+from service.mapping import Mappings
+from service.population import Screened, screen_records, screen_stream
+from service.screening.engine import Screener
+from service.screening.prefilter import line_filter
+from service.screening.result import ScreenResult
+from tests.conftest import AS_OF, FIXTURES, SYNTHEA
+from tests.ndjson_export import bundles_to_ndjson
+
+
+class _FailsFor(Screener):
+    """A screener with a bug that shows for one patient only."""
+
+    def screen(self, record: PatientRecord, as_of: date) -> ScreenResult:
+        if record.patient_id == "fx-base":
+            raise RuntimeError("a bug")
+        return super().screen(record, as_of)
+
+
+def _by_patient(items: list[Screened]) -> dict[str, str | None]:
+    return {
+        i.patient_id: json.dumps(i.result.to_dict(), sort_keys=True) if i.result else i.error
+        for i in items
+    }
+
+
+def _export(tmp_path: Path) -> Path:
+    bundles = sorted(p for p in FIXTURES.glob("*.json") if not p.name.endswith(".expected.json"))
+    return bundles_to_ndjson([*bundles, *sorted(SYNTHEA.glob("*.json"))], tmp_path / "export")
+
+
+def test_two_workers_give_the_results_of_one(
+    tmp_path: Path, mappings: Mappings, screener: Screener
+) -> None:
+    folder = _export(tmp_path)
+    one = list(screen_stream(NdjsonStream(folder, line_filter(mappings)), screener, AS_OF))
+    two = list(
+        screen_stream(NdjsonStream(folder, line_filter(mappings)), screener, AS_OF, workers=2)
+    )
+    assert len(two) == len(one) > 140
+    assert _by_patient(two) == _by_patient(one)
+    assert all(item.result is not None for item in two)
+
+
+def test_a_failing_screen_costs_only_that_patient(tmp_path: Path, mappings: Mappings) -> None:
+    folder = _export(tmp_path)
+    for workers in (1, 2):
+        items = list(
+            screen_stream(
+                NdjsonStream(folder, line_filter(mappings)), _FailsFor(mappings), AS_OF, workers
+            )
+        )
+        failed = [i for i in items if i.result is None]
+        assert [(i.patient_id, i.error) for i in failed] == [("fx-base", "RuntimeError")], workers
+        assert len(items) > 140
+
+
+def test_problems_found_in_workers_reach_the_caller(
+    tmp_path: Path, mappings: Mappings, screener: Screener
+) -> None:
+    folder = _export(tmp_path)
+    with (folder / "Observation.ndjson").open("a") as handle:
+        handle.write(
+            '{"resourceType": "Observation", "code": {"coding": [{"code": "2986-8"}]}, '
+            '"subject": {"reference": "Patient/fx-base"}, x\n'
+        )
+    stream = NdjsonStream(folder, line_filter(mappings))
+    items = list(screen_stream(stream, screener, AS_OF, workers=2, patient_ids=["fx-base", "zz"]))
+    assert [i.patient_id for i in items] == ["fx-base"]
+    assert any("Observation.ndjson line" in p and "not valid JSON" in p for p in stream.problems)
+    assert stream.problems[-1] == f"{folder}: no Patient with id 'zz'"
+
+
+def test_records_screen_in_order(mappings: Mappings) -> None:
+    records = [PatientRecord("a"), PatientRecord("fx-base"), PatientRecord("b")]
+    items = list(screen_records(records, _FailsFor(mappings), AS_OF))
+    assert [(i.patient_id, i.error) for i in items] == [
+        ("a", None), ("fx-base", "RuntimeError"), ("b", None)
+    ]  # fmt: skip
