@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -72,21 +75,63 @@ def screen_stream(
         return
     seen: set[str] = set()
     with stream.partitioned(patient_ids, min_buckets=workers * BUCKETS_PER_WORKER) as partition:
-        global _current_job
-        _current_job = _Job(stream, partition, screener, as_of)
+        for screened, problems in _screen_buckets(stream, partition, screener, as_of, workers):
+            stream.problems.extend(problems)
+            for item in screened:
+                seen.add(item.patient_id)
+                yield item
+    stream.report_missing(partition, seen)
+
+
+def _screen_buckets(
+    stream: NdjsonStream, partition: Partition, screener: Screener, as_of: date, workers: int
+) -> Iterator[tuple[list[Screened], list[str]]]:
+    """Each bucket's outcome, in bucket order, from a pool of forked workers.
+
+    At most two buckets per worker are in flight, so finished results do not pile up here
+    while the caller stores them. If a worker dies (the OOM killer, a signal), the pool is
+    broken: the buckets not yet returned are screened here instead, one by one, and a problem
+    says so. Nothing is lost and nothing waits forever.
+    """
+    global _current_job
+    _current_job = _Job(stream, partition, screener, as_of)
+    pending = list(partition.buckets)
+    try:
+        # The workers inherit this process's objects; frozen, the collector in each worker
+        # leaves them alone instead of touching (and so copying) every inherited page.
+        gc.freeze()
         try:
-            context = multiprocessing.get_context("fork")
-            gc.freeze()  # see _fork_friendly
-            with context.Pool(workers) as pool:
-                for screened, problems in pool.imap(_screen_bucket, partition.buckets):
-                    stream.problems.extend(problems)
-                    for item in screened:
-                        seen.add(item.patient_id)
-                        yield item
+            yield from _from_pool(pending, workers)
         finally:
             gc.unfreeze()
-            _current_job = None
-    stream.report_missing(partition, seen)
+        if pending:  # the pool broke: what it did not return is screened here
+            yield [], [f"{stream.path}: a worker process died; the rest was screened in this one"]
+            for bucket in pending:
+                yield _screen_bucket(bucket)
+                bucket.unlink()
+    finally:
+        _current_job = None
+
+
+def _from_pool(pending: list[Path], workers: int) -> Iterator[tuple[list[Screened], list[str]]]:
+    """Outcomes from the pool, in order; each bucket returned is removed from `pending` (and
+    from disk). A broken pool ends this early, leaving the rest in `pending`."""
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        in_flight: deque[Future[tuple[list[Screened], list[str]]]] = deque()
+        submitted = 0
+        while len(in_flight) or submitted < len(pending):
+            while submitted < len(pending) and len(in_flight) < 2 * workers:
+                in_flight.append(pool.submit(_screen_bucket, pending[submitted]))
+                submitted += 1
+            try:
+                outcome = in_flight.popleft().result()
+            except BrokenProcessPool:
+                return
+            bucket = pending.pop(0)
+            submitted -= 1
+            yield outcome
+            bucket.unlink()
 
 
 @dataclass
@@ -111,5 +156,6 @@ def _screen_bucket(bucket: Path) -> tuple[list[Screened], list[str]]:
         screen_record(job.screener, record, job.as_of)
         for record in job.stream.read_bucket(job.partition, bucket)
     ]
-    bucket.unlink()
-    return screened, job.stream.problems[already:]
+    problems = job.stream.problems[already:]
+    del job.stream.problems[already:]  # the caller adds them, wherever this ran
+    return screened, problems

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from datetime import date
 from pathlib import Path
 
@@ -86,3 +88,26 @@ def test_records_screen_in_order(mappings: Mappings) -> None:
     assert [(i.patient_id, i.error) for i in items] == [
         ("a", None), ("fx-base", "RuntimeError"), ("b", None)
     ]  # fmt: skip
+
+
+class _KillsItsWorker(Screener):
+    """A screener whose worker process is killed (as the OOM killer would) on one patient."""
+
+    parent = os.getpid()
+
+    def screen(self, record: PatientRecord, as_of: date) -> ScreenResult:
+        if record.patient_id == "fx-base" and os.getpid() != self.parent:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().screen(record, as_of)
+
+
+def test_a_killed_worker_loses_nothing_and_hangs_nothing(
+    tmp_path: Path, mappings: Mappings, screener: Screener
+) -> None:
+    folder = _export(tmp_path)
+    stream = NdjsonStream(folder, line_filter(mappings))
+    items = list(screen_stream(stream, _KillsItsWorker(mappings), AS_OF, workers=2))
+    one = list(screen_stream(NdjsonStream(folder, line_filter(mappings)), screener, AS_OF))
+    assert _by_patient(items) == _by_patient(one)  # every patient once, with its result
+    assert len(items) == len(one)
+    assert any("a worker process died" in p for p in stream.problems)
