@@ -30,7 +30,7 @@ from typing import Any
 from bench.api import api_latency
 from bench.generate import DEFAULT_AS_OF, Mix, generate, patient_id
 from bench.load import LoadError, bundles_generated, load
-from bench.ndjson import memory_by_n, throughput
+from bench.ndjson import memory_by_n, phases, throughput
 from bench.serverbench import (
     BaselineFactory,
     Measurement,
@@ -320,6 +320,22 @@ def table(results: dict[str, Any]) -> str:
                 target + done,
             )
         )
+    phase = nd.get("phases")
+    if phase:
+        raw_s = nd["raw_parse_s"]
+        rows.append(
+            (
+                "NDJSON one process: partition / decode / validate / rest of screen (s)",
+                f"{phase['partition_s']:.1f} / {phase['decode_group_s']:.1f} / "
+                f"{phase['of_which_validate_s']:.1f} / "
+                f"{phase['screen_s'] - phase['of_which_validate_s']:.1f}",
+                f"{raw_s:.1f} (raw)",
+                f"{phase['partition_s'] / raw_s:.2f} / {phase['decode_group_s'] / raw_s:.2f} / "
+                f"{phase['of_which_validate_s'] / raw_s:.2f} / "
+                f"{(phase['screen_s'] - phase['of_which_validate_s']) / raw_s:.2f}",
+                "–",
+            )
+        )
     rows.append(
         (
             "NDJSON before (LocalSource) time / raw",
@@ -532,6 +548,7 @@ def main(argv: list[str] | None = None) -> int:
         results["generator"], folder = generator_speed(args.ndjson_n, args.seed, work, mix)
         print("bench: NDJSON throughput ...", file=sys.stderr)
         results["ndjson"] = throughput(folder, args.repeats, as_of).summary()
+        results["ndjson"]["phases"] = phases(folder, as_of)
         print(f"  {json.dumps(results['ndjson'])}", file=sys.stderr)
         _checkpoint(args.out, results)
         sizes = [int(n) for n in args.memory_n.split(",") if n.strip()]

@@ -19,7 +19,7 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from service import __version__
-from service.config import DEFAULT_SOURCE, ConfigError, read_secret
+from service.config import DEFAULT_SOURCE, ConfigError, fhir_batch_from_env, read_secret
 from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirError
@@ -178,9 +178,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def make_client(base_url: str) -> FhirClient:
-    """A FhirClient configured from the environment (auth, CA bundle); never from arguments."""
+    """A FhirClient configured from the environment (auth, CA bundle, batch); never from
+    arguments."""
     ca_bundle = os.environ.get("MEDCARE_TLS_CA_BUNDLE")
-    return FhirClient(base_url, auth_from_env(os.environ), verify=ca_bundle or True)
+    return FhirClient(
+        base_url,
+        auth_from_env(os.environ),
+        verify=ca_bundle or True,
+        batch=fhir_batch_from_env(os.environ),
+    )
 
 
 def _check_combination(args: argparse.Namespace) -> None:

@@ -77,6 +77,7 @@ class Settings:
     mappings_dir: Path | None = None
     tls_ca_bundle: str | None = None
     tls_verify: bool = True
+    fhir_batch: str = "auto"  # auto (the CapabilityStatement decides) | always | never
     # API authentication: sha256 hex digests of accepted bearer tokens, and/or a JWT issuer
     api_token_hashes: tuple[str, ...] = ()
     jwt_issuer: str | None = None
@@ -130,6 +131,18 @@ class Settings:
         return self
 
 
+# How to decide whether to read a patient in one batch (see FhirClient.supports_batch).
+BATCH_MODES = ("auto", "always", "never")
+
+
+def fhir_batch_from_env(env: Mapping[str, str]) -> str:
+    """MEDCARE_FHIR_BATCH: auto (default), always or never (see FhirClient.supports_batch)."""
+    value = (env.get("MEDCARE_FHIR_BATCH") or "auto").strip().lower()
+    if value not in BATCH_MODES:
+        raise ConfigError(f"MEDCARE_FHIR_BATCH: expected {', '.join(BATCH_MODES)}, not {value!r}")
+    return value
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     hashes = read_secret(env, "MEDCARE_API_TOKEN_SHA256") or ""
@@ -149,6 +162,7 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         mappings_dir=Path(env["MEDCARE_MAPPINGS_DIR"]) if env.get("MEDCARE_MAPPINGS_DIR") else None,
         tls_ca_bundle=env.get("MEDCARE_TLS_CA_BUNDLE") or None,
         tls_verify=_bool(env, "MEDCARE_TLS_VERIFY", True),
+        fhir_batch=fhir_batch_from_env(env),
         api_token_hashes=tuple(
             h.strip().lower() for h in hashes.replace("\n", ",").split(",") if h.strip()
         ),

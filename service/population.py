@@ -13,18 +13,14 @@ only that patient its result; it is reported by id, never with patient data.
 
 from __future__ import annotations
 
-import gc
-import multiprocessing
-from collections import deque
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from service.fhir.ndjson_stream import NdjsonStream, Partition
 from service.fhir.record import PatientRecord
+from service.parallel import fork_available, ordered_map
 from service.screening.engine import Screener
 from service.screening.result import ScreenResult
 
@@ -57,11 +53,6 @@ def screen_records(
         yield screen_record(screener, record, as_of)
 
 
-def parallel_available() -> bool:
-    """Worker processes need `fork` (Linux, the service's platform)."""
-    return "fork" in multiprocessing.get_all_start_methods()
-
-
 def screen_stream(
     stream: NdjsonStream,
     screener: Screener,
@@ -70,11 +61,12 @@ def screen_stream(
     patient_ids: Iterable[str] | None = None,
 ) -> Iterator[Screened]:
     """Every patient of an NDJSON source, screened by `workers` processes (1: this one)."""
-    if workers <= 1 or not parallel_available():
+    if workers <= 1 or not fork_available():
         yield from screen_records(stream.records(patient_ids), screener, as_of)
         return
     seen: set[str] = set()
-    with stream.partitioned(patient_ids, min_buckets=workers * BUCKETS_PER_WORKER) as partition:
+    buckets = workers * BUCKETS_PER_WORKER
+    with stream.partitioned(patient_ids, min_buckets=buckets, workers=workers) as partition:
         for screened, problems in _screen_buckets(stream, partition, screener, as_of, workers):
             stream.problems.extend(problems)
             for item in screened:
@@ -86,52 +78,27 @@ def screen_stream(
 def _screen_buckets(
     stream: NdjsonStream, partition: Partition, screener: Screener, as_of: date, workers: int
 ) -> Iterator[tuple[list[Screened], list[str]]]:
-    """Each bucket's outcome, in bucket order, from a pool of forked workers.
-
-    At most two buckets per worker are in flight, so finished results do not pile up here
-    while the caller stores them. If a worker dies (the OOM killer, a signal), the pool is
-    broken: the buckets not yet returned are screened here instead, one by one, and a problem
-    says so. Nothing is lost and nothing waits forever.
-    """
+    """Each bucket's outcome, in bucket order, from forked workers (see service.parallel); a
+    dead worker costs nothing but a problem saying so."""
     global _current_job
     _current_job = _Job(stream, partition, screener, as_of)
-    pending = list(partition.buckets)
+    broken: list[str] = []
+
+    def say_broken() -> None:
+        broken.append(f"{stream.path}: a worker process died; the rest was screened in this one")
+
     try:
-        # The workers inherit this process's objects; frozen, the collector in each worker
-        # leaves them alone instead of touching (and so copying) every inherited page.
-        gc.freeze()
-        try:
-            yield from _from_pool(pending, workers)
-        finally:
-            gc.unfreeze()
-        if pending:  # the pool broke: what it did not return is screened here
-            yield [], [f"{stream.path}: a worker process died; the rest was screened in this one"]
-            for bucket in pending:
-                yield _screen_bucket(bucket)
-                bucket.unlink()
+        for bucket, outcome in zip(
+            partition.buckets,
+            ordered_map(_screen_bucket, partition.buckets, workers, say_broken),
+            strict=True,
+        ):
+            screened, problems = outcome
+            yield screened, broken + problems
+            broken.clear()
+            partition.remove(bucket)
     finally:
         _current_job = None
-
-
-def _from_pool(pending: list[Path], workers: int) -> Iterator[tuple[list[Screened], list[str]]]:
-    """Outcomes from the pool, in order; each bucket returned is removed from `pending` (and
-    from disk). A broken pool ends this early, leaving the rest in `pending`."""
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        in_flight: deque[Future[tuple[list[Screened], list[str]]]] = deque()
-        submitted = 0
-        while len(in_flight) or submitted < len(pending):
-            while submitted < len(pending) and len(in_flight) < 2 * workers:
-                in_flight.append(pool.submit(_screen_bucket, pending[submitted]))
-                submitted += 1
-            try:
-                outcome = in_flight.popleft().result()
-            except BrokenProcessPool:
-                return
-            bucket = pending.pop(0)
-            submitted -= 1
-            yield outcome
-            bucket.unlink()
 
 
 @dataclass

@@ -143,6 +143,7 @@ class Runtime:
                 auth_from_env(settings.extra.get("env") or _environ()),
                 verify=settings.tls_ca_bundle or settings.tls_verify,
                 pool_size=settings.http_pool_size,
+                batch=settings.fhir_batch,
             )
             if settings.fhir_base_url
             else None

@@ -27,7 +27,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from service import __version__
-from service.config import ConfigError
+from service.config import BATCH_MODES, ConfigError
 from service.fhir.auth import Auth, NoAuth
 from service.fhir.errors import (
     FhirBadResponse,
@@ -154,7 +154,11 @@ class FhirClient:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.time,
         user_agent: str = USER_AGENT,
+        batch: str = "auto",
     ) -> None:
+        if batch not in BATCH_MODES:
+            raise ValueError(f"batch: expected one of {', '.join(BATCH_MODES)}, not {batch!r}")
+        self.batch_mode = batch
         self.base_url = base_url.rstrip("/")
         self.origin = origin_of(self.base_url)
         self.auth = auth if auth is not None else NoAuth()
@@ -209,6 +213,11 @@ class FhirClient:
         return statement
 
     def supports_batch(self) -> bool:
+        """Whether to read a patient in one `batch`: as configured ("always" for a server that
+        accepts batches without declaring them, as stock HAPI does; "never" for one that
+        declares them but fails on them), else as the CapabilityStatement says."""
+        if self.batch_mode != "auto":
+            return self.batch_mode == "always"
         return any(
             isinstance(item, dict) and item.get("code") == "batch"
             for rest in self._server_rests()

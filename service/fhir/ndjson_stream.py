@@ -38,6 +38,7 @@ from typing import IO
 
 from service.fhir.local_source import KEPT_TYPES, SourceError
 from service.fhir.record import PatientRecord, Resource, patient_id_of, subject_reference
+from service.parallel import ordered_map
 
 DEFAULT_BUCKET_BYTES = 16_000_000
 MAX_BUCKETS = 512  # open scratch files at once; far below the usual 1,024+ descriptor limit
@@ -51,6 +52,7 @@ _CODE = re.compile(rb'"code"\s*:\s*"((?:[^"\\]|\\.)*)"')
 _LINE_START = b'{"resourceType":"'
 _SPECIAL = re.compile(rb"[\\\x80-\xff]")  # a backslash or a byte that is not ASCII
 _BLOCK_BYTES = 8 * 1024 * 1024
+_MIN_SPAN_BYTES = 32 * 1024 * 1024  # smaller spans cost more in bucket files than they save
 _DECODE_ALWAYS = frozenset({b"Patient", b"Medication"})  # placed by id / kept for everyone
 
 
@@ -78,12 +80,32 @@ class LineFilter:
 
 @dataclass
 class Partition:
-    """The outcome of pass 1: scratch buckets of raw lines, and every Medication, decoded."""
+    """The outcome of pass 1: scratch buckets of raw lines, and every Medication, decoded.
+
+    A bucket is written in parts, one per partition task (one task, or several in worker
+    processes); its parts are read in task order, which is the files' order.
+    """
 
     files: list[Path]
     buckets: list[Path]
     medications: dict[str, Resource]
     wanted: frozenset[str] | None
+    parts: int = 1
+    spans: list[_Span] = field(default_factory=list)
+    first_lines: list[int] = field(default_factory=list)  # of each span, in its file
+
+    def where(self, span: int, number: int) -> str:
+        """'file line N' for line `number` of a span."""
+        file = self.files[self.spans[span].file_index]
+        return f"{file} line {self.first_lines[span] + number - 1}"
+
+    def part(self, bucket: Path, task: int) -> Path:
+        return bucket.with_name(f"{bucket.name}.{task}")
+
+    def remove(self, bucket: Path) -> None:
+        """Drop a bucket's scratch files once its patients are done (frees disk early)."""
+        for task in range(self.parts):
+            self.part(bucket, task).unlink(missing_ok=True)
 
 
 @dataclass
@@ -128,49 +150,71 @@ class NdjsonStream:
                 for record in self.read_bucket(partition, bucket):
                     seen.add(record.patient_id)
                     yield record
-                bucket.unlink()
+                partition.remove(bucket)
         self.report_missing(partition, seen)
 
     @contextmanager
     def partitioned(
-        self, patient_ids: Iterable[str] | None = None, min_buckets: int = 1
+        self, patient_ids: Iterable[str] | None = None, min_buckets: int = 1, workers: int = 1
     ) -> Iterator[Partition]:
         """Pass 1: the kept lines in scratch buckets, removed when the block ends.
 
-        `min_buckets` lets worker processes share a small source (one bucket each at least).
+        `min_buckets` lets worker processes share a small source (one bucket each at least);
+        with `workers` > 1, large files are cut into ranges partitioned by worker processes.
         """
         wanted = frozenset(patient_ids) if patient_ids else None
         files = self.files()
-        total = sum(_size(file) for file in files)
-        count = max(min_buckets, int(total * _KEPT_SHARE / self.bucket_bytes) + 1)
+        sizes = [_size(file) for file in files]
+        count = max(min_buckets, int(sum(sizes) * _KEPT_SHARE / self.bucket_bytes) + 1)
+        tasks = _tasks(files, sizes, workers)
+        spans = [span for task in tasks for span in task.spans]
         with tempfile.TemporaryDirectory(prefix="medcare-ndjson-", dir=self.scratch_dir) as tmp:
             partition = Partition(
                 files=files,
                 buckets=[Path(tmp) / f"bucket-{i}.ndjson" for i in range(min(MAX_BUCKETS, count))],
                 medications={},
                 wanted=wanted,
+                parts=len(tasks),
+                spans=spans,
+                first_lines=[0] * len(spans),
             )
-            _Partitioner(self, partition).run()
+            global _current_partitioner
+            _current_partitioner = _Partitioner(self, partition)
+            try:
+                outcomes = ordered_map(_run_task, tasks, workers, self._say_broken)
+                next_line = dict.fromkeys(range(len(files)), 1)
+                for outcome in outcomes:  # in task order, which is the files' order
+                    for span, lines in outcome.line_counts:
+                        partition.first_lines[span] = next_line[spans[span].file_index]
+                        next_line[spans[span].file_index] += lines
+                    partition.medications.update(outcome.medications)
+                    for span, number, what in outcome.problems:
+                        self.problems.append(f"{partition.where(span, number)}: {what}")
+            finally:
+                _current_partitioner = None
             yield partition
+
+    def _say_broken(self) -> None:
+        self.problems.append(f"{self.path}: a worker process died; the rest was read in this one")
 
     def read_bucket(self, partition: Partition, bucket: Path) -> Iterator[PatientRecord]:
         """Pass 2 for one bucket: its patients' records, in the order of their Patient lines."""
         patients: dict[str, PatientRecord] = {}
         others: list[tuple[str, Resource]] = []
         medications = partition.medications
-        with bucket.open("rb") as handle:
-            for line in handle:
-                key_bytes, file_index, number, raw = line.split(b"\t", 3)
-                key = key_bytes.decode("unicode_escape")
-                resource = self._decode(raw, partition.files[int(file_index)], int(number))
-                if resource is None:
-                    continue
-                if resource["resourceType"] == "Patient":
-                    record = patients.setdefault(key, PatientRecord(key, medications=medications))
-                    record.add(resource)
-                elif _patient_key(resource) == key:
-                    others.append((key, resource))
-                # else: the subject is not a Patient reference after all; LocalSource drops it too
+        for line in _lines_of(partition, bucket):
+            key_bytes, span, number, raw = line.split(b"\t", 3)
+            key = key_bytes.decode("unicode_escape")
+            resource = _decode(raw)
+            if isinstance(resource, str):
+                self.problems.append(f"{partition.where(int(span), int(number))}: {resource}")
+                continue
+            if resource["resourceType"] == "Patient":
+                record = patients.setdefault(key, PatientRecord(key, medications=medications))
+                record.add(resource)
+            elif _patient_key(resource) == key:
+                others.append((key, resource))
+            # else: the subject is not a Patient reference after all; LocalSource drops it too
         for key, resource in others:
             if key in patients:
                 patients[key].add(resource)
@@ -181,30 +225,15 @@ class NdjsonStream:
         for missing in sorted((partition.wanted or frozenset()) - seen):
             self.problems.append(f"{self.path}: no Patient with id {missing!r}")
 
-    def _decode(self, raw: bytes, file: Path, number: int) -> Resource | None:
-        """The resource of one line, or None (reported) when the line is not a FHIR resource."""
-        try:
-            resource = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
-            self.problems.append(f"{file} line {number}: not valid JSON ({message}), skipped")
-            return None
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
-            return None
-        return resource
-
 
 class _Partitioner:
     """Pass 1: every kept line, raw, into the bucket of its patient (see the module docstring)."""
 
     def __init__(self, source: NdjsonStream, partition: Partition) -> None:
-        self.source = source
-        self.files = partition.files
-        self.scratch = partition.buckets
-        self.medications = partition.medications
+        self.partition = partition
         self.wanted = partition.wanted
         line_filter = source.line_filter
+        self.kept_types = line_filter.kept_types
         self.kept = frozenset(t.encode() for t in line_filter.kept_types)
         self.codes = line_filter.observation_codes
         self.code_bytes = (
@@ -221,33 +250,52 @@ class _Partitioner:
         # the prefix of an Observation line, when those are droppable; a block made only of
         # them (the Observation file of an export) needs no scan for other types
         self.uniform = _LINE_START + b'Observation"' if "Observation" not in examined else None
+        # what one task found, returned to the caller (a worker's own copies otherwise)
+        self.medications: dict[str, Resource] = {}
+        self.problems: list[tuple[int, int, str]] = []
+        self.span = 0
 
-    def run(self) -> None:
-        handles: list[IO[bytes]] = [path.open("wb") for path in self.scratch]
+    def run(self, task: _Task) -> _TaskOutcome:
+        """Partition the task's spans into the buckets' part files of this task."""
+        self.medications, self.problems = {}, []
+        handles: dict[int, IO[bytes]] = {}
+        counts: list[tuple[int, int]] = []
         try:
-            for index, file in enumerate(self.files):
-                self._file(index, file, handles)
+            for span in task.spans:
+                counts.append((span.index, self._span(span, task.index, handles)))
         finally:
-            for handle in handles:
+            for handle in handles.values():
                 handle.close()
+        return _TaskOutcome(self.medications, self.problems, counts)
 
-    def _file(self, index: int, file: Path, handles: list[IO[bytes]]) -> None:
+    def _span(self, span: _Span, task: int, handles: dict[int, IO[bytes]]) -> int:
+        """Partition the lines that start in the span; returns how many there are."""
+        file = self.partition.files[span.file_index]
         try:
             reader = file.open("rb")
         except OSError as exc:
             raise SourceError(f"{file}: cannot be opened ({exc.strerror})") from exc
-        prefix = f"\t{index}\t".encode()
-        before = 0  # lines of the file before the current block
+        self.span = span.index
+        prefix = f"\t{span.index}\t".encode()
+        before = 0  # lines of the span before the current block
+        buckets = self.partition.buckets
         with reader:
-            for block in _blocks(reader):
+            start, end = _line_aligned(reader, span.start), _line_aligned(reader, span.end)
+            reader.seek(start)
+            for block in _blocks(reader, end - start):
                 for number, line in self._examined(block):
-                    key = self._place(line, file, before + number)
+                    key = self._place(line, before + number)
                     if key is None or (self.wanted is not None and key not in self.wanted):
                         continue
                     encoded = key.encode("unicode_escape")  # no tab or newline survives this
-                    out = handles[zlib.crc32(encoded) % len(handles)]
-                    out.write(encoded + prefix + str(before + number).encode() + b"\t" + line)
+                    bucket = zlib.crc32(encoded) % len(buckets)
+                    if bucket not in handles:
+                        handles[bucket] = self.partition.part(buckets[bucket], task).open("wb")
+                    handles[bucket].write(
+                        encoded + prefix + str(before + number).encode() + b"\t" + line
+                    )
                 before += block.count(b"\n")
+        return before
 
     def _examined(self, block: bytes) -> Iterator[tuple[int, bytes]]:
         """The lines of a block (whole lines, each ending in a newline) that _place must see,
@@ -285,24 +333,24 @@ class _Partitioner:
             previous = start
             yield number, block[start : block.index(b"\n", start) + 1]
 
-    def _place(self, line: bytes, file: Path, number: int) -> str | None:
+    def _place(self, line: bytes, number: int) -> str | None:
         """The patient id a kept line belongs to; None for a line that is dropped."""
         if b"\\u" in line or line.count(_TYPE_KEY) != 1:
-            return self._place_decoded(line, file, number)
+            return self._place_decoded(line, number)
         match = _TYPE.search(line)
         if match is None:
-            return self._place_decoded(line, file, number)
+            return self._place_decoded(line, number)
         kind = match.group(1)
         if kind not in self.kept:
             return None
         if kind in _DECODE_ALWAYS:
-            return self._place_decoded(line, file, number)
+            return self._place_decoded(line, number)
         if kind == b"Observation" and self.codes is not None and not self._selected(line):
             return None
         holders = line.count(b'"subject"') + line.count(b'"patient"')
         found = _SUBJECT.search(line) if holders == 1 else None
         if found is None:
-            return self._place_decoded(line, file, number)
+            return self._place_decoded(line, number)
         return patient_id_of(found.group(1).decode())
 
     def _selected(self, line: bytes) -> bool:
@@ -338,15 +386,16 @@ class _Partitioner:
                 return True  # ASCII: the same normalisation, on bytes
         return False
 
-    def _place_decoded(self, line: bytes, file: Path, number: int) -> str | None:
+    def _place_decoded(self, line: bytes, number: int) -> str | None:
         """The slow, exact path: decode the line and place it as LocalSource would."""
         if not line.strip():
             return None
-        resource = self.source._decode(line, file, number)
-        if resource is None:
+        resource = _decode(line)
+        if isinstance(resource, str):
+            self.problems.append((self.span, number, resource))
             return None
         kind = resource["resourceType"]
-        if kind not in self.source.line_filter.kept_types:
+        if kind not in self.kept_types:
             return None
         if kind == "Medication":
             PatientRecord("", medications=self.medications).add_medication(resource)
@@ -354,10 +403,98 @@ class _Partitioner:
         if kind == "Patient":
             patient_id = resource.get("id")
             if not isinstance(patient_id, str):
-                self.source.problems.append(f"{file} line {number}: Patient without an id, skipped")
+                self.problems.append((self.span, number, "Patient without an id, skipped"))
                 return None
             return patient_id
         return _patient_key(resource)
+
+
+@dataclass(frozen=True)
+class _Span:
+    """Bytes [start, end) of one file; its lines are those that start inside."""
+
+    index: int
+    file_index: int
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class _Task:
+    """The spans one partition task reads (in a worker, or here)."""
+
+    index: int
+    spans: tuple[_Span, ...]
+
+
+@dataclass(frozen=True)
+class _TaskOutcome:
+    medications: dict[str, Resource]
+    problems: list[tuple[int, int, str]]  # (span, line within the span, what)
+    line_counts: list[tuple[int, int]]  # (span, lines in it)
+
+
+_current_partitioner: _Partitioner | None = None  # what a forked worker inherits
+
+
+def _run_task(task: _Task) -> _TaskOutcome:
+    assert _current_partitioner is not None, "a partition task runs only under partitioned()"
+    return _current_partitioner.run(task)
+
+
+def _tasks(files: list[Path], sizes: list[int], workers: int) -> list[_Task]:
+    """Spans of about total / (4 x workers) bytes (at least _MIN_SPAN_BYTES), grouped into
+    tasks of about that size; one task reading every file whole when workers == 1."""
+    if workers <= 1:
+        return [_Task(0, tuple(_Span(i, i, 0, size) for i, size in enumerate(sizes)))]
+    target = max(_MIN_SPAN_BYTES, sum(sizes) // (4 * workers))
+    tasks: list[_Task] = []
+    group: list[_Span] = []
+    spans = 0
+    for file_index, size in enumerate(sizes):
+        for start in range(0, max(size, 1), target):
+            group.append(_Span(spans, file_index, start, min(size, start + target)))
+            spans += 1
+            if sum(s.end - s.start for s in group) >= target:
+                tasks.append(_Task(len(tasks), tuple(group)))
+                group = []
+    if group:
+        tasks.append(_Task(len(tasks), tuple(group)))
+    return tasks
+
+
+def _line_aligned(reader: IO[bytes], offset: int) -> int:
+    """The start of the first line that starts at or after `offset` (or the end of the file)."""
+    if offset == 0:
+        return 0
+    reader.seek(offset - 1)
+    position = offset - 1
+    while chunk := reader.read(65536):
+        newline = chunk.find(b"\n")
+        if newline >= 0:
+            return position + newline + 1
+        position += len(chunk)
+    return position
+
+
+def _decode(raw: bytes) -> Resource | str:
+    """The resource of one line, or what is wrong with the line."""
+    try:
+        resource = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
+        return f"not valid JSON ({message}), skipped"
+    if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        return "not a FHIR resource, skipped"
+    return resource
+
+
+def _lines_of(partition: Partition, bucket: Path) -> Iterator[bytes]:
+    for task in range(partition.parts):
+        path = partition.part(bucket, task)
+        if path.exists():
+            with path.open("rb") as handle:
+                yield from handle
 
 
 def _patient_key(resource: Resource) -> str | None:
@@ -380,11 +517,12 @@ def _line_start(block: bytes, position: int) -> int:
     return block.rfind(b"\n", 0, position) + 1
 
 
-def _blocks(reader: IO[bytes]) -> Iterator[bytes]:
-    """The file in blocks of whole lines, each line ending in a newline (one is added to a
-    last line without it)."""
+def _blocks(reader: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The next `limit` bytes in blocks of whole lines, each line ending in a newline (one is
+    added to a last line without it)."""
     rest = b""
-    while data := reader.read(_BLOCK_BYTES):
+    while limit > 0 and (data := reader.read(min(_BLOCK_BYTES, limit))):
+        limit -= len(data)
         data = rest + data
         cut = data.rfind(b"\n") + 1
         block, rest = data[:cut], data[cut:]

@@ -49,6 +49,23 @@ def test_reads_cost_one_request_per_patient_with_batch(
     assert client.request_count - before == len(cases)
 
 
+def test_without_batch_the_reads_are_the_same(
+    loaded_peer: LoadedPeer, screener: Screener, mappings: Mappings
+) -> None:
+    """MEDCARE_FHIR_BATCH=never: one search per type (for a server whose batch fails), the
+    same records; the figure shows what the batch saves."""
+    batched = ServerSource(FhirClient(loaded_peer.base_url), mappings)
+    client = FhirClient(loaded_peer.base_url, batch="never")
+    separate = ServerSource(client, mappings)
+    cases = loaded_peer.cases[:5]
+    before = client.request_count
+    for case in cases:
+        one = screener.screen(batched.record(f"fx-{case}"), AS_OF).to_dict()
+        other = screener.screen(separate.record(f"fx-{case}"), AS_OF).to_dict()
+        assert other == one, case
+    assert client.request_count - before >= 6 * len(cases)  # Patient + a search per type
+
+
 def test_population_by_search_and_by_group(loaded_peer: LoadedPeer, mappings: Mappings) -> None:
     client = FhirClient(loaded_peer.base_url)
     source = ServerSource(client, mappings)

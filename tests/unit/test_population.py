@@ -7,7 +7,11 @@ import os
 import signal
 from datetime import date
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from service.fhir import ndjson_stream
 from service.fhir.ndjson_stream import NdjsonStream
 from service.fhir.record import PatientRecord
 from service.mapping import Mappings
@@ -111,3 +115,39 @@ def test_a_killed_worker_loses_nothing_and_hangs_nothing(
     assert _by_patient(items) == _by_patient(one)  # every patient once, with its result
     assert len(items) == len(one)
     assert any("a worker process died" in p for p in stream.problems)
+
+
+def _kill_on_second_task(task: Any) -> Any:
+    """A partition task that dies in its worker (as the OOM killer would) on the second task."""
+    if task.index == 1 and os.getpid() != _KillsItsWorker.parent:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _REAL_RUN_TASK(task)
+
+
+_REAL_RUN_TASK = ndjson_stream._run_task
+
+
+def test_large_files_are_partitioned_in_spans_by_the_workers(
+    tmp_path: Path, mappings: Mappings, screener: Screener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Spans cut files mid-way: every line is read once, problems keep their file's line
+    numbers, and the screens equal the one-process ones; a worker dying in pass 1 too."""
+    folder = _export(tmp_path)
+    observations = folder / "Observation.ndjson"
+    lines = observations.read_text().splitlines(keepends=True)
+    bad = '{"resourceType": "Observation", "code": {"coding": [{"code": "2986-8"}]}, x\n'
+    lines.insert(len(lines) - 3, bad)  # near the end of the file: in its last span
+    observations.write_text("".join(lines))
+    expected = list(screen_stream(NdjsonStream(folder, line_filter(mappings)), screener, AS_OF))
+    monkeypatch.setattr(ndjson_stream, "_MIN_SPAN_BYTES", 50_000)
+    for killer in (None, _kill_on_second_task):
+        if killer is not None:
+            monkeypatch.setattr(ndjson_stream, "_run_task", killer)
+        stream = NdjsonStream(folder, line_filter(mappings))
+        with stream.partitioned(workers=2) as partition:
+            assert len(partition.spans) > 10 and partition.parts > 3
+        items = list(screen_stream(stream, screener, AS_OF, workers=2))
+        assert _by_patient(items) == _by_patient(expected)
+        line = f"{observations} line {len(lines) - 3}: not valid JSON"
+        assert sum(p.startswith(line) for p in stream.problems) == 2  # each partition saw it
+        assert any("worker process died" in p for p in stream.problems) == (killer is not None)

@@ -394,6 +394,22 @@ def test_a_statement_without_batch_or_resource_lists(
     assert client.supports_type("MedicationAdministration")  # nothing listed: not an omission
 
 
+def test_the_batch_setting_overrides_the_statement(
+    rsps: responses.RequestsMock, make_client: ClientFactory, wire: Wire
+) -> None:
+    rsps.add(responses.GET, f"{BASE}/metadata", json=wire("fhir-data-pipes/fhir-metadata-sample"))
+    always = make_client(batch="always")
+    assert always.supports_batch() and always.request_count == 0  # no need to ask
+    rsps.replace(
+        responses.GET, f"{BASE}/metadata", json=wire("fhir-kit-client/valid-capability-statement")
+    )
+    never = make_client(batch="never")
+    assert not never.supports_batch()
+    assert make_client(batch="auto").supports_batch()
+    with pytest.raises(ValueError, match="batch: expected one of auto, always, never"):
+        make_client(batch="sometimes")
+
+
 # --- paging -------------------------------------------------------------------------------------
 
 
