@@ -82,20 +82,16 @@ def _screen_buckets(
     dead worker costs nothing but a problem saying so."""
     global _current_job
     _current_job = _Job(stream, partition, screener, as_of)
-    broken: list[str] = []
 
     def say_broken() -> None:
-        broken.append(f"{stream.path}: a worker process died; the rest was screened in this one")
+        stream.problems.append(
+            f"{stream.path}: a worker process died; the rest was screened in this one"
+        )
 
     try:
-        for bucket, outcome in zip(
-            partition.buckets,
-            ordered_map(_screen_bucket, partition.buckets, workers, say_broken),
-            strict=True,
-        ):
-            screened, problems = outcome
-            yield screened, broken + problems
-            broken.clear()
+        outcomes = ordered_map(_screen_bucket, partition.buckets, workers, say_broken)
+        for bucket, outcome in zip(partition.buckets, outcomes, strict=True):
+            yield outcome
             partition.remove(bucket)
     finally:
         _current_job = None

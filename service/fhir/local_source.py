@@ -17,6 +17,7 @@ from service.fhir.record import (
     CLINICAL_TYPES,
     PatientRecord,
     Resource,
+    index_medication,
     patient_id_of,
     subject_reference,
 )
@@ -41,10 +42,7 @@ class LocalSource:
             raise SourceError(f"{self.path}: no such file or folder")
         if self.path.is_file():
             return [self.path]
-        found = sorted(
-            p for p in self.path.rglob("*")
-            if p.is_file() and p.suffix in (".json", ".ndjson") and not p.name.endswith(".expected.json")
-        )  # fmt: skip
+        found = source_files(self.path)
         if not found:
             raise SourceError(f"{self.path}: no .json or .ndjson files in this folder")
         return found
@@ -98,7 +96,7 @@ class LocalSource:
                 if full_url:
                     full_url_to_patient[full_url] = patient_id
             elif resource_type == "Medication":
-                PatientRecord("", medications=medications).add_medication(resource, full_url)
+                index_medication(medications, resource, full_url)
             elif resource_type in KEPT_TYPES:
                 pending.append((resource, full_url))
         for resource, _full_url in pending:
@@ -134,6 +132,16 @@ class LocalSource:
                     self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
                     continue
                 yield resource, None
+
+
+def source_files(folder: Path) -> list[Path]:
+    """The FHIR files under a folder, sorted: .json (Bundles or resources) and .ndjson, not the
+    fixtures' .expected.json."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.is_file() and p.suffix in (".json", ".ndjson")
+        and not p.name.endswith(".expected.json")
+    )  # fmt: skip
 
 
 def _read_json(file: Path) -> Any:

@@ -36,8 +36,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from service.fhir.local_source import KEPT_TYPES, SourceError
-from service.fhir.record import PatientRecord, Resource, patient_id_of, subject_reference
+from service.fhir.local_source import KEPT_TYPES, SourceError, source_files
+from service.fhir.record import (
+    PatientRecord,
+    Resource,
+    index_medication,
+    patient_id_of,
+    subject_patient_id,
+)
 from service.parallel import ordered_map
 
 DEFAULT_BUCKET_BYTES = 16_000_000
@@ -125,19 +131,14 @@ class NdjsonStream:
             return path.suffix == ".ndjson"
         if not path.is_dir():
             return False
-        suffixes = {
-            p.suffix for p in path.rglob("*")
-            if p.is_file() and p.suffix in (".json", ".ndjson")
-            and not p.name.endswith(".expected.json")
-        }  # fmt: skip
-        return suffixes == {".ndjson"}
+        return {p.suffix for p in source_files(path)} == {".ndjson"}
 
     def files(self) -> list[Path]:
         if not self.path.exists():
             raise SourceError(f"{self.path}: no such file or folder")
         if self.path.is_file():
             return [self.path]
-        found = sorted(p for p in self.path.rglob("*.ndjson") if p.is_file())
+        found = [p for p in source_files(self.path) if p.suffix == ".ndjson"]
         if not found:
             raise SourceError(f"{self.path}: no .ndjson files in this folder")
         return found
@@ -212,7 +213,7 @@ class NdjsonStream:
             if resource["resourceType"] == "Patient":
                 record = patients.setdefault(key, PatientRecord(key, medications=medications))
                 record.add(resource)
-            elif _patient_key(resource) == key:
+            elif subject_patient_id(resource) == key:
                 others.append((key, resource))
             # else: the subject is not a Patient reference after all; LocalSource drops it too
         for key, resource in others:
@@ -283,7 +284,8 @@ class _Partitioner:
             start, end = _line_aligned(reader, span.start), _line_aligned(reader, span.end)
             reader.seek(start)
             for block in _blocks(reader, end - start):
-                for number, line in self._examined(block):
+                lines = block.count(b"\n")
+                for number, line in self._examined(block, lines):
                     key = self._place(line, before + number)
                     if key is None or (self.wanted is not None and key not in self.wanted):
                         continue
@@ -294,11 +296,11 @@ class _Partitioner:
                     handles[bucket].write(
                         encoded + prefix + str(before + number).encode() + b"\t" + line
                     )
-                before += block.count(b"\n")
+                before += lines
         return before
 
-    def _examined(self, block: bytes) -> Iterator[tuple[int, bytes]]:
-        """The lines of a block (whole lines, each ending in a newline) that _place must see,
+    def _examined(self, block: bytes, lines: int) -> Iterator[tuple[int, bytes]]:
+        """The lines of a block (`lines` whole lines, each ending in a newline) that _place must see,
         with their numbers in the block (from 1). The others are dropped without a look.
 
         A line is skipped only when its first bytes are `{"resourceType":"T"` with T a type
@@ -314,7 +316,6 @@ class _Partitioner:
             for number, line in enumerate(block.split(b"\n")[:-1], start=1):
                 yield number, line + b"\n"
             return
-        lines = block.count(b"\n")
         if self.uniform is not None and prefixed == lines == (
             block.count(b"\n" + self.uniform) + block.startswith(self.uniform)
         ):
@@ -375,15 +376,12 @@ class _Partitioner:
         for value in _CODE.findall(line):
             if value in self.code_bytes:
                 return True
-            if b"\\" in value or not value.isascii():
-                try:  # escapes or non-ASCII: decode the JSON string exactly, then normalise
-                    text = json.loads(b'"' + value + b'"')
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    return True  # undecidable here: let pass 2 decode (and report) the line
-                if self.normalize(text) in self.codes:
-                    return True
-            elif value.strip().replace(b".", b"").lower() in self.code_bytes:
-                return True  # ASCII: the same normalisation, on bytes
+            try:  # the JSON string exactly as the extractor will see it, then normalised
+                text = json.loads(b'"' + value + b'"')
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                return True  # undecidable here: let pass 2 decode (and report) the line
+            if self.normalize(text) in self.codes:
+                return True
         return False
 
     def _place_decoded(self, line: bytes, number: int) -> str | None:
@@ -398,7 +396,7 @@ class _Partitioner:
         if kind not in self.kept_types:
             return None
         if kind == "Medication":
-            PatientRecord("", medications=self.medications).add_medication(resource)
+            index_medication(self.medications, resource)
             return None
         if kind == "Patient":
             patient_id = resource.get("id")
@@ -406,7 +404,7 @@ class _Partitioner:
                 self.problems.append((self.span, number, "Patient without an id, skipped"))
                 return None
             return patient_id
-        return _patient_key(resource)
+        return subject_patient_id(resource)
 
 
 @dataclass(frozen=True)
@@ -450,14 +448,15 @@ def _tasks(files: list[Path], sizes: list[int], workers: int) -> list[_Task]:
     target = max(_MIN_SPAN_BYTES, sum(sizes) // (4 * workers))
     tasks: list[_Task] = []
     group: list[_Span] = []
-    spans = 0
+    grouped = spans = 0
     for file_index, size in enumerate(sizes):
         for start in range(0, max(size, 1), target):
             group.append(_Span(spans, file_index, start, min(size, start + target)))
+            grouped += group[-1].end - start
             spans += 1
-            if sum(s.end - s.start for s in group) >= target:
+            if grouped >= target:
                 tasks.append(_Task(len(tasks), tuple(group)))
-                group = []
+                group, grouped = [], 0
     if group:
         tasks.append(_Task(len(tasks), tuple(group)))
     return tasks
@@ -495,15 +494,6 @@ def _lines_of(partition: Partition, bucket: Path) -> Iterator[bytes]:
         if path.exists():
             with path.open("rb") as handle:
                 yield from handle
-
-
-def _patient_key(resource: Resource) -> str | None:
-    """The Patient id a resource belongs to, as LocalSource decides it for NDJSON lines."""
-    if resource.get("resourceType") == "Patient":
-        value = resource.get("id")
-        return value if isinstance(value, str) else None
-    reference = subject_reference(resource)
-    return patient_id_of(reference) if reference is not None else None
 
 
 def _not_droppable(examined: set[str]) -> re.Pattern[bytes]:

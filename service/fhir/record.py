@@ -47,8 +47,7 @@ class PatientRecord:
             self.resources.setdefault(resource_type, []).append(resource)
 
     def add_medication(self, medication: Resource, full_url: str | None = None) -> None:
-        for key in medication_keys(medication, full_url):
-            self.medications[key] = medication
+        index_medication(self.medications, medication, full_url)
 
     def resolve_medication(self, reference: str, container: Resource) -> Resource | None:
         """The Medication a `medicationReference.reference` points to: contained, or known here."""
@@ -65,6 +64,14 @@ class PatientRecord:
 
     def resource_count(self) -> int:
         return sum(len(items) for items in self.resources.values())
+
+
+def index_medication(
+    medications: dict[str, Resource], medication: Resource, full_url: str | None = None
+) -> None:
+    """File a Medication under every key a `medicationReference` may use to reach it."""
+    for key in medication_keys(medication, full_url):
+        medications[key] = medication
 
 
 def medication_keys(medication: Resource, full_url: str | None) -> Iterable[str]:
@@ -103,6 +110,12 @@ def versioned_reference(resource: Resource) -> str:
     if isinstance(version, str) and version:
         return f"{resource_type}/{resource_id}/_history/{version}"
     return f"{resource_type}/{resource_id}"
+
+
+def subject_patient_id(resource: Resource) -> str | None:
+    """The id of the Patient a clinical resource is about, from its subject/patient reference."""
+    reference = subject_reference(resource)
+    return patient_id_of(reference) if reference is not None else None
 
 
 def subject_reference(resource: Resource) -> str | None:
