@@ -9,10 +9,10 @@
 // (default: all of copy 0); then --rounds N (default 5) rounds of a few searches without a patient.
 // Prints load time, then per-search medians and means in ms.
 
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { readFileSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+
+import { startPeer } from './peer.mjs';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const args = process.argv.slice(2);
@@ -24,24 +24,7 @@ const copies = Number(opt('--copies', '1'));
 const fixtureDir = opt('--fixtures', `${here}../../fixtures/patients`);
 const patientLimit = Number(opt('--patients', '0'));
 
-let base = process.env.BASE_URL?.replace(/\/$/, '');
-let child;
-if (!base) {
-  child = spawn(`${here}run`, ['0'], { env: { ...process.env, MEDPLUM_PEER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.setEncoding('utf8');
-  const port = await new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /127\.0\.0\.1:(\d+)\/fhir/.exec(out);
-      if (m) {
-        resolve(m[1]);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
-  });
-  base = `http://127.0.0.1:${port}/fhir`;
-}
+const { base, stop } = await startPeer();
 
 async function call(method, path, body, { allowFail = false } = {}) {
   const res = await fetch(`${base}/${path}`, {
@@ -164,8 +147,5 @@ try {
     console.log(`  ${name.padEnd(64)} median ${fmt(median(xs)).padStart(7)} ms  mean ${fmt(mean(xs)).padStart(7)} ms${suffix}`);
   }
 } finally {
-  if (child) {
-    child.kill('SIGTERM');
-    await once(child, 'exit');
-  }
+  await stop();
 }

@@ -4,30 +4,9 @@
 //   node_modules/.bin/node verify.mjs            (after ./build)
 //   BASE_URL=http://127.0.0.1:8080/fhir node verify.mjs
 
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { fileURLToPath } from 'node:url';
+import { startPeer } from './peer.mjs';
 
-const here = fileURLToPath(new URL('.', import.meta.url));
-let base = process.env.BASE_URL?.replace(/\/$/, '');
-let child;
-
-if (!base) {
-  child = spawn(`${here}run`, ['0'], { env: { ...process.env, MEDPLUM_PEER_QUIET: '1' }, stdio: ['ignore', 'pipe', 'inherit'] });
-  let out = '';
-  child.stdout.setEncoding('utf8');
-  const port = await new Promise((resolve, reject) => {
-    child.stdout.on('data', (d) => {
-      out += d;
-      const m = /127\.0\.0\.1:(\d+)\/fhir/.exec(out);
-      if (m) {
-        resolve(m[1]);
-      }
-    });
-    child.on('exit', (code) => reject(new Error(`server exited with ${code}: ${out}`)));
-  });
-  base = `http://127.0.0.1:${port}/fhir`;
-}
+const { base, stop } = await startPeer();
 
 let passed = 0;
 let failed = 0;
@@ -319,10 +298,7 @@ try {
   failed++;
   console.log(`FAIL unexpected error: ${err.stack}`);
 } finally {
-  if (child) {
-    child.kill('SIGTERM');
-    await once(child, 'exit');
-  }
+  await stop();
 }
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed ? 1 : 0);
