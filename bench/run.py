@@ -240,6 +240,15 @@ def mark(ok: bool | None) -> str:
     return "" if ok is None else (" ✓" if ok else " ✗")
 
 
+# Per-patient server measures at concurrency 1: (row label, key, digits, ratio shown, target).
+PER_PATIENT_ROWS = (
+    ("HTTP requests/patient", "requests_per_patient", 1, True, "1 (+paging) vs ≥ 5"),
+    ("KB received/patient", "kb_per_patient", 0, True, "–"),
+    ("client CPU ms/patient (all)", "cpu_ms_per_patient", 1, True, "–"),
+    ("of which Screener.screen ms/patient", "screen_cpu_ms_per_patient", 1, False, "–"),
+)
+
+
 def table(results: dict[str, Any]) -> str:
     """The README table: one row per measure, ours | baseline or limit | ratio | target."""
     rows: list[tuple[str, str, str, str, str]] = []
@@ -421,42 +430,16 @@ def table(results: dict[str, Any]) -> str:
             )
         o = med.get(f"ours@{CONCURRENCY[0]}", {}) if ours_ok else {}
         b = med.get(f"baseline@{CONCURRENCY[0]}", {})
-        rows.append(
-            (
-                f"{name} HTTP requests/patient",
-                fmt(o.get("requests_per_patient")),
-                fmt(b.get("requests_per_patient")),
-                fmt(ratio(o.get("requests_per_patient"), b.get("requests_per_patient")), 2),
-                "1 (+paging) vs ≥ 5",
+        for label, key, digits, with_ratio, target in PER_PATIENT_ROWS:
+            rows.append(
+                (
+                    f"{name} {label}",
+                    fmt(o.get(key), digits),
+                    fmt(b.get(key), digits),
+                    fmt(ratio(o.get(key), b.get(key)), 2) if with_ratio else "–",
+                    target,
+                )
             )
-        )
-        rows.append(
-            (
-                f"{name} KB received/patient",
-                fmt(o.get("kb_per_patient"), 0),
-                fmt(b.get("kb_per_patient"), 0),
-                fmt(ratio(o.get("kb_per_patient"), b.get("kb_per_patient")), 2),
-                "–",
-            )
-        )
-        rows.append(
-            (
-                f"{name} client CPU ms/patient (all)",
-                fmt(o.get("cpu_ms_per_patient")),
-                fmt(b.get("cpu_ms_per_patient")),
-                fmt(ratio(o.get("cpu_ms_per_patient"), b.get("cpu_ms_per_patient")), 2),
-                "–",
-            )
-        )
-        rows.append(
-            (
-                f"{name} of which Screener.screen ms/patient",
-                fmt(o.get("screen_cpu_ms_per_patient")),
-                fmt(b.get("screen_cpu_ms_per_patient")),
-                "–",
-                "–",
-            )
-        )
         rows.append(
             (
                 f"{name} same results ours = baseline",
