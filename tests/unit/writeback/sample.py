@@ -90,7 +90,7 @@ def make_result(**changes: Any) -> ScreenResult:
         needs_review=("consent", "compliance", "tumour-board"),
         missing_data=(),
         criteria=criteria,
-        rules_version="medcare-1",
+        rules_version="medcare-2",
         software_version="0.1.0",
     )
     return replace(result, **changes)

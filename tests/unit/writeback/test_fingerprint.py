@@ -60,7 +60,7 @@ def test_run_dependent_fields_do_not_count() -> None:
         ),
         pytest.param(make_result(missing_data=("age",)), id="missing-data"),
         pytest.param(make_result(notes=("Observation/9: unreadable",)), id="notes"),
-        pytest.param(make_result(rules_version="medcare-2"), id="rules-version"),
+        pytest.param(make_result(rules_version="medcare-1"), id="rules-version"),
         pytest.param(make_result(patient="Patient/124"), id="patient"),
     ],
 )

@@ -23,9 +23,11 @@ from tests.unit.writeback.sample import make_result
 
 GOLDEN = Path(__file__).parent / "golden" / "transaction-candidate.json"
 NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
-# sha256 of the sample ResearchSubject without its fingerprint, per write-back format.
+# sha256 of the sample ResearchSubject without its fingerprint, per write-back format. Format 1
+# re-recorded when the sample's rules_version became medcare-2 (a value, not a shape: the rules
+# version is in the fingerprint, so every medcare-1 subject is rewritten anyway).
 SUBJECT_SHAPES = {
-    1: "18db4a6bb594fbd2e173ae470151864ed0a50b07c9cc9053000c35df3015f4b7",
+    1: "9af46594a73cb04c562c2f4eaca71493b4fe7d82dbf2d1cc88638df3c55382d0",
 }
 
 

@@ -50,7 +50,7 @@ def test_target_recorded_and_agent() -> None:
             "display": "Assembler",
         }
     ]
-    assert agent["who"] == {"type": "Device", "display": "MEDCARE Screen 0.1.0, rules medcare-1"}
+    assert agent["who"] == {"type": "Device", "display": "MEDCARE Screen 0.1.0, rules medcare-2"}
 
 
 def test_recorded_keeps_the_given_offset_and_needs_one() -> None:
@@ -91,4 +91,4 @@ def test_narrative_is_xhtml() -> None:
     div = build_provenance(make_result(), TARGET, NOW)["text"]["div"]
     root = ET.fromstring(div)
     assert root.tag == "{http://www.w3.org/1999/xhtml}div"
-    assert "MEDCARE Screen 0.1.0, rules medcare-1" in "".join(root.itertext())
+    assert "MEDCARE Screen 0.1.0, rules medcare-2" in "".join(root.itertext())
