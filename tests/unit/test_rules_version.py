@@ -34,6 +34,7 @@ def test_a_medcare_1_result_is_replaced_and_fed_as_a_rules_change(
     assert fingerprint(old) != fingerprint(new)
 
     store = create_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    store.migrate()
     try:
         patient = f"Patient/{data.patient_id}"
         first = store.record_patient_result(
