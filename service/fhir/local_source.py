@@ -95,6 +95,7 @@ class LocalSource:
                 record.add(resource)
                 if full_url:
                     full_url_to_patient[full_url] = patient_id
+                    record.aliases.add(full_url)
             elif resource_type == "Medication":
                 index_medication(medications, resource, full_url)
             elif resource_type in KEPT_TYPES:

@@ -21,25 +21,42 @@ CLINICAL_TYPES = (
     "MedicationAdministration",
     "Procedure",
 )
+# Types that are about one patient and must name ours to be used (criteria.md §3).
+PATIENT_BOUND_TYPES = frozenset({"Patient", *CLINICAL_TYPES})
+FOREIGN_IDS_LISTED = 5  # in the record's note; the rest are counted
 
 
 @dataclass
 class PatientRecord:
-    """One patient's resources, grouped by type, plus the Medications their references can reach."""
+    """One patient's resources, grouped by type, plus the Medications their references can reach.
+
+    Only this patient's resources get in (criteria.md §3): whatever the source, a Patient with
+    another id, or a clinical resource whose `subject`/`patient` names another patient (or no
+    patient), is set aside in `foreign`, never used as evidence, and reported in `problems`
+    (ids only): a server that ignores the `patient` search parameter, a CDS Hooks prefetch or a
+    Bundle can all deliver other patients' data. `aliases` are the other references that name
+    this patient (a Bundle's `urn:uuid:` fullUrl of its Patient).
+    """
 
     patient_id: str
     patient: Resource | None = None
     resources: dict[str, list[Resource]] = field(default_factory=dict)
     medications: dict[str, Resource] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    foreign: list[Resource] = field(default_factory=list)
+    aliases: set[str] = field(default_factory=set)
+    _foreign_note: int | None = field(default=None, init=False, repr=False, compare=False)
 
     def of_type(self, resource_type: str) -> list[Resource]:
         return self.resources.get(resource_type, [])
 
     def add(self, resource: Resource, full_url: str | None = None) -> None:
-        """Add a resource; Medications are indexed for reference resolution."""
+        """Add a resource; Medications are indexed for reference resolution. A resource about
+        another patient is set aside (see the class docstring)."""
         resource_type = resource.get("resourceType")
-        if resource_type == "Patient":
+        if resource_type in PATIENT_BOUND_TYPES and not self.is_about_this_patient(resource):
+            self._set_aside(resource)
+        elif resource_type == "Patient":
             self.patient = resource
         elif resource_type == "Medication":
             self.add_medication(resource, full_url)
@@ -48,6 +65,31 @@ class PatientRecord:
 
     def add_medication(self, medication: Resource, full_url: str | None = None) -> None:
         index_medication(self.medications, medication, full_url)
+
+    def is_about_this_patient(self, resource: Resource) -> bool:
+        """True for this patient's Patient resource and for a resource whose subject/patient
+        reference names this patient (by id, in any reference form, or by an alias)."""
+        if resource.get("resourceType") == "Patient":
+            return resource.get("id") == self.patient_id
+        reference = subject_reference(resource)
+        if reference is None:
+            return False
+        return reference in self.aliases or patient_id_of(reference) == self.patient_id
+
+    def _set_aside(self, resource: Resource) -> None:
+        """Keep a foreign resource out of the record; one note in `problems` counts them."""
+        self.foreign.append(resource)
+        listed = ", ".join(_reference_of(r) for r in self.foreign[:FOREIGN_IDS_LISTED])
+        more = len(self.foreign) - FOREIGN_IDS_LISTED
+        note = (
+            f"{len(self.foreign)} resource(s) sent for this patient name another patient "
+            f"(or none) and were not used: {listed}" + (f" (+{more} more)" if more > 0 else "")
+        )
+        if self._foreign_note is None:
+            self._foreign_note = len(self.problems)
+            self.problems.append(note)
+        else:
+            self.problems[self._foreign_note] = note
 
     def resolve_medication(self, reference: str, container: Resource) -> Resource | None:
         """The Medication a `medicationReference.reference` points to: contained, or known here."""
@@ -116,6 +158,12 @@ def subject_patient_id(resource: Resource) -> str | None:
     """The id of the Patient a clinical resource is about, from its subject/patient reference."""
     reference = subject_reference(resource)
     return patient_id_of(reference) if reference is not None else None
+
+
+def _reference_of(resource: Resource) -> str:
+    """'Condition/9' of a resource (ids only: safe for notes and logs)."""
+    resource_id = resource.get("id")
+    return f"{resource.get('resourceType')}/{resource_id if isinstance(resource_id, str) else '(no id)'}"
 
 
 def subject_reference(resource: Resource) -> str | None:

@@ -7,6 +7,7 @@ only what was knowable then (criteria.md §3).
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -95,7 +96,32 @@ class FactExtractor:
             for resource in record.of_type(resource_type):
                 with _unreadable_if_malformed(facts, resource, (MEDICATION_CONCEPT,)):
                     self._medication(facts, record, resource, as_of)
+        for resource in record.foreign:
+            self._not_this_patient(facts, resource)
         return facts
+
+    def _not_this_patient(self, facts: PatientFacts, resource: Resource) -> None:
+        """A resource about another patient is never evidence (criteria.md §3); the criteria it
+        would have informed say it was not used, so a person can see the source's fault."""
+        kind = resource.get("resourceType")
+        concepts: frozenset[str] = frozenset()
+        with contextlib.suppress(AttributeError, TypeError, ValueError, KeyError, IndexError):
+            if kind == "Patient":
+                concepts = frozenset({PATIENT_CONCEPT})
+            elif kind == "Observation":
+                concepts = self._observation_concepts(resource)
+            elif kind == "Condition":
+                concepts = self._condition_concepts(resource)
+            elif kind == "Procedure":
+                concepts = self._procedure_concepts(resource)
+            elif kind in MEDICATION_TYPES:
+                drugs = self._recognise(resource.get("medicationCodeableConcept"))
+                concepts = frozenset(c for d in drugs for c in d.drug.classes) or frozenset(
+                    {MEDICATION_CONCEPT}
+                )
+        if concepts:
+            reference = versioned_reference(resource)
+            facts.ignored.append((reference, concepts, "names another patient"))
 
     # -- patient ---------------------------------------------------------------------------
 

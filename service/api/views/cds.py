@@ -8,6 +8,7 @@ come from a request.
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import date
 from typing import Any
@@ -161,12 +162,15 @@ def card(result: ScreenResult) -> dict[str, Any]:
     ]
     if ruled_out:
         lines.append("**Ruled out by:**")
-        lines.extend(f"- {c.id}: {c.reason}" for c in ruled_out)
+        lines.extend(f"- {c.id}: {markdown_text(c.reason)}" for c in ruled_out)
     if review:
         lines.append("**Needs review:**")
-        lines.extend(f"- {c.id}: {c.reason}" for c in review)
+        lines.extend(f"- {c.id}: {markdown_text(c.reason)}" for c in review)
     manual = [c.id for c in result.criteria if c.result is Result.MANUAL]
     lines.append(f"**Always checked by a person:** {', '.join(manual)}")
+    if result.notes:
+        lines.append("**Data problems:**")
+        lines.extend(f"- {markdown_text(note)}" for note in result.notes)
     return {
         "uuid": str(uuid.uuid4()),
         "summary": summary[:140],
@@ -174,6 +178,19 @@ def card(result: ScreenResult) -> dict[str, Any]:
         "indicator": indicator,
         "source": {"label": "MEDCARE Screen (pre-screen, rules " + result.rules_version + ")"},
     }
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def markdown_text(text: str) -> str:
+    """Text for a card's Markdown that renders as itself: reasons quote resource ids and codes
+    that came from a FHIR server or a prefetch, so no HTML (`<script>`), link, image or line
+    break they contain may take effect in the EHR."""
+    text = _CONTROL.sub(" ", text)
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
 
 
 def _record_from_prefetch(patient_id: str, prefetch: dict[str, Any]) -> PatientRecord | None:

@@ -136,7 +136,16 @@ def test_one_batch_fetches_the_record_then_paging_and_missing_medications(
                 ),
             ),
             ("200 OK", searchset()),
-            ("200 OK", searchset({"resourceType": "Procedure", "id": "x1"})),
+            (
+                "200 OK",
+                searchset(
+                    {
+                        "resourceType": "Procedure",
+                        "id": "x1",
+                        "subject": {"reference": "Patient/p1"},
+                    }
+                ),
+            ),
         ),
     )
     rsps.add(responses.GET, BASE, json=searchset(observation("o2")))
@@ -260,7 +269,9 @@ def test_without_batch_the_searches_run_concurrently(
     rsps.add(responses.GET, f"{BASE}/Patient/p1", json=PATIENT)
     served = {
         "Observation": [observation("o1")],
-        "Condition": [{"resourceType": "Condition", "id": "c1"}],
+        "Condition": [
+            {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
+        ],
     }
     for resource_type in ALL_TYPES[1:7]:
         rsps.add_callback(
