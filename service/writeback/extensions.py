@@ -25,6 +25,9 @@ NEEDS_REVIEW = "needs-review"
 MISSING_DATA = "missing-data"
 NOTE = "screening-note"
 FINGERPRINT = "result-fingerprint"
+# The profile of the whole ResearchSubject (profiles.research_subject_profile), named in its
+# meta.profile; its URL is built like an extension's.
+RESEARCH_SUBJECT_PROFILE = "medcare-research-subject"
 
 # Sub-extension urls (relative, as FHIR requires for complex extensions).
 CRITERION_PARTS = ("id", "kind", "result", "reason", "evidence")

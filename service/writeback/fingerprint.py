@@ -21,7 +21,7 @@ from typing import Any
 
 from service.screening.result import ScreenResult
 
-FORMAT = 1
+FORMAT = 2  # 2: meta.profile names the MEDCARE ResearchSubject profile
 EXCLUDED = ("as_of", "software_version")
 PREFIX = "sha256:"
 

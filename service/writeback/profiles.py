@@ -1,8 +1,10 @@
-"""StructureDefinitions (FHIR R4) for our extensions, generated from extensions.DEFINITIONS.
+"""StructureDefinitions (FHIR R4) for our extensions and the ResearchSubject profile that uses them.
 
 The files in profiles/ are this module's output for the default canonical base, so the code and
-the documentation of an extension cannot drift apart (a unit test compares them). A site with
-its own canonical base publishes definitions under it with:
+the documentation of an extension cannot drift apart (a unit test compares them). The profile
+(`medcare-research-subject`) is what every written ResearchSubject names in `meta.profile`, so a
+server that holds these definitions (the HAPI peer in the integration tests) validates what we
+write against them. A site with its own canonical base publishes definitions under it with:
 
     python -m service.writeback.profiles OUT_DIR --base https://fhir.example.org
 """
@@ -15,9 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from service.writeback import extensions as ext
 from service.writeback.extensions import (
     DEFAULT_CANONICAL_BASE,
     DEFINITIONS,
+    RESEARCH_SUBJECT_PROFILE,
     ExtensionDefinition,
     Part,
     extension_url,
@@ -25,6 +29,12 @@ from service.writeback.extensions import (
 from service.writeback.narrative import XHTML_NS, text
 
 EXTENSION_BASE = "http://hl7.org/fhir/StructureDefinition/Extension"
+RESEARCH_SUBJECT_BASE = "http://hl7.org/fhir/StructureDefinition/ResearchSubject"
+# The extensions every written ResearchSubject carries (subject.result_extensions writes them
+# for every result); the others are absent when they have nothing to say.
+REQUIRED_EXTENSIONS = frozenset(
+    {ext.FINGERPRINT, ext.SCREENING_DATE, ext.RULES_VERSION, ext.SOFTWARE_VERSION, ext.CRITERION}
+)
 JSON = dict[str, Any]
 
 
@@ -137,8 +147,78 @@ def structure_definition(definition: ExtensionDefinition, canonical_base: str) -
     }
 
 
+def _extension_slice(definition: ExtensionDefinition, canonical_base: str) -> JSON:
+    return {
+        "id": f"ResearchSubject.extension:{definition.id}",
+        "path": "ResearchSubject.extension",
+        "sliceName": definition.id,
+        "short": definition.title,
+        "min": 1 if definition.id in REQUIRED_EXTENSIONS else 0,
+        "max": "*" if definition.repeats else "1",
+        "type": [{"code": "Extension", "profile": [extension_url(canonical_base, definition.id)]}],
+    }
+
+
+def research_subject_profile(canonical_base: str) -> JSON:
+    """The profile of the ResearchSubject we write: our extensions, narrative and identifier.
+
+    `status` is left to R4's required binding: people take a subject further than our
+    `candidate`/`ineligible` (subject.OUR_STATUSES), and such a subject must still conform.
+    """
+    url = extension_url(canonical_base, RESEARCH_SUBJECT_PROFILE)
+    description = (
+        "A ResearchSubject written by MEDCARE Screen: the pre-screen result of one patient for "
+        "NCT06585007, machine-readable in extensions and human-readable in the narrative."
+    )
+    elements: list[JSON] = [
+        {
+            "id": "ResearchSubject",
+            "path": "ResearchSubject",
+            "short": "MEDCARE pre-screen result",
+            "definition": description,
+        },
+        {"id": "ResearchSubject.text", "path": "ResearchSubject.text", "min": 1},
+        {
+            "id": "ResearchSubject.extension",
+            "path": "ResearchSubject.extension",
+            "slicing": {
+                "discriminator": [{"type": "value", "path": "url"}],
+                "ordered": False,
+                "rules": "open",
+            },
+            "min": len(REQUIRED_EXTENSIONS),
+        },
+        *(_extension_slice(d, canonical_base) for d in DEFINITIONS),
+        {"id": "ResearchSubject.identifier", "path": "ResearchSubject.identifier", "min": 1},
+    ]
+    return {
+        "resourceType": "StructureDefinition",
+        "id": RESEARCH_SUBJECT_PROFILE,
+        "text": {
+            "status": "generated",
+            "div": f'<div xmlns="{XHTML_NS}"><p><b>MEDCARE ResearchSubject</b> ({text(url)})</p>'
+            f"<p>{text(description)}</p></div>",
+        },
+        "url": url,
+        "name": "MedcareResearchSubject",
+        "title": "MEDCARE ResearchSubject",
+        "status": "draft",
+        "publisher": "MEDCARE Screen",
+        "description": description,
+        "fhirVersion": "4.0.1",
+        "kind": "resource",
+        "abstract": False,
+        "type": "ResearchSubject",
+        "baseDefinition": RESEARCH_SUBJECT_BASE,
+        "derivation": "constraint",
+        "differential": {"element": elements},
+    }
+
+
 def structure_definitions(canonical_base: str = DEFAULT_CANONICAL_BASE) -> list[JSON]:
-    return [structure_definition(d, canonical_base) for d in DEFINITIONS]
+    """Every definition in profiles/: the extensions, then the profile that uses them."""
+    extensions = [structure_definition(d, canonical_base) for d in DEFINITIONS]
+    return [*extensions, research_subject_profile(canonical_base)]
 
 
 def render(resource: JSON) -> str:

@@ -84,6 +84,7 @@ def build_research_subject(result: ScreenResult, params: Parameters, study_refer
     """The ResearchSubject for this result (no id: it is written by conditional update)."""
     return {
         "resourceType": "ResearchSubject",
+        "meta": {"profile": [extension_url(params.canonical_base, ext.RESEARCH_SUBJECT_PROFILE)]},
         "text": {"status": "generated", "div": render_narrative(result)},
         "extension": result_extensions(result, params.canonical_base),
         "identifier": [subject_identifier(params, result.patient).to_fhir()],

@@ -28,6 +28,8 @@ NOW = datetime(2026, 11, 26, 9, 30, tzinfo=UTC)
 # version is in the fingerprint, so every medcare-1 subject is rewritten anyway).
 SUBJECT_SHAPES = {
     1: "9af46594a73cb04c562c2f4eaca71493b4fe7d82dbf2d1cc88638df3c55382d0",
+    # 2: meta.profile names the MEDCARE ResearchSubject profile (profiles/)
+    2: "47164d1498bd692ca5ec9786d57e7546257a7f9dd832917400f490f3457f9bd4",
 }
 
 

@@ -11,14 +11,25 @@ import pytest
 from fhir.resources.R4B.structuredefinition import StructureDefinition
 
 from service.mapping import Mappings
-from service.writeback.extensions import DEFAULT_CANONICAL_BASE, DEFINITIONS
-from service.writeback.profiles import render, structure_definitions, write_profiles
+from service.writeback.extensions import (
+    DEFAULT_CANONICAL_BASE,
+    DEFINITIONS,
+    RESEARCH_SUBJECT_PROFILE,
+    extension_url,
+)
+from service.writeback.profiles import (
+    REQUIRED_EXTENSIONS,
+    render,
+    structure_definitions,
+    write_profiles,
+)
 from service.writeback.subject import build_research_subject
 from tests.conftest import REPO
 from tests.unit.writeback.sample import ineligible_result, make_result
 
 PROFILES = REPO / "profiles"
-FILES = sorted(PROFILES.glob("StructureDefinition-*.json"))
+PROFILE_FILE = PROFILES / f"StructureDefinition-{RESEARCH_SUBJECT_PROFILE}.json"
+FILES = sorted(p for p in PROFILES.glob("StructureDefinition-*.json") if p != PROFILE_FILE)
 
 
 def _load(path: Path) -> dict[str, Any]:
@@ -26,10 +37,47 @@ def _load(path: Path) -> dict[str, Any]:
     return data
 
 
-def test_one_file_per_extension() -> None:
+def test_one_file_per_extension_and_the_subject_profile() -> None:
     assert [p.name for p in FILES] == sorted(
         f"StructureDefinition-{d.id}.json" for d in DEFINITIONS
     )
+    assert PROFILE_FILE.is_file()
+
+
+def test_subject_profile_constrains_research_subject_with_every_extension() -> None:
+    data = _load(PROFILE_FILE)
+    parsed = StructureDefinition.model_validate(data)
+    assert parsed.model_dump(mode="json", exclude_none=True) == data
+    assert (data["kind"], data["type"], data["derivation"], data["fhirVersion"]) == (
+        "resource",
+        "ResearchSubject",
+        "constraint",
+        "4.0.1",
+    )
+    assert data["baseDefinition"] == "http://hl7.org/fhir/StructureDefinition/ResearchSubject"
+    slices = {e["sliceName"]: e for e in data["differential"]["element"] if e.get("sliceName")}
+    assert set(slices) == {d.id for d in DEFINITIONS}
+    for definition in DEFINITIONS:
+        element = slices[definition.id]
+        assert element["type"] == [
+            {"code": "Extension", "profile": [extension_url(DEFAULT_CANONICAL_BASE, definition.id)]}
+        ]
+        assert element["min"] == (1 if definition.id in REQUIRED_EXTENSIONS else 0)
+        assert element["max"] == ("*" if definition.repeats else "1")
+
+
+@pytest.mark.parametrize(
+    "result", [make_result(), ineligible_result()], ids=["candidate", "ineligible"]
+)
+def test_what_we_write_names_the_profile_and_has_its_required_extensions(
+    result: Any, mappings: Mappings
+) -> None:
+    profile = _load(PROFILE_FILE)
+    subject = build_research_subject(result, mappings.parameters, "ResearchStudy/5")
+    assert subject["meta"]["profile"] == [profile["url"]]
+    written = {e["url"] for e in subject["extension"]}
+    for extension_id in REQUIRED_EXTENSIONS:
+        assert extension_url(mappings.parameters.canonical_base, extension_id) in written
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.stem)
@@ -61,7 +109,7 @@ def test_files_are_the_generated_definitions() -> None:
 
 def test_generator_takes_another_canonical_base(tmp_path: Path) -> None:
     paths = write_profiles(tmp_path, "https://fhir.example.org/medcare")
-    assert len(paths) == len(DEFINITIONS)
+    assert len(paths) == len(DEFINITIONS) + 1  # the extensions and the ResearchSubject profile
     for path in paths:
         data = _load(path)
         StructureDefinition.model_validate(data)
@@ -70,9 +118,9 @@ def test_generator_takes_another_canonical_base(tmp_path: Path) -> None:
 
 def test_readme_lists_every_profile() -> None:
     readme = (PROFILES / "README.md").read_text(encoding="utf-8")
-    for definition in DEFINITIONS:
-        assert f"StructureDefinition-{definition.id}.json" in readme
-        assert f"{DEFAULT_CANONICAL_BASE}/StructureDefinition/{definition.id}" in readme
+    for definition_id in [*(d.id for d in DEFINITIONS), RESEARCH_SUBJECT_PROFILE]:
+        assert f"StructureDefinition-{definition_id}.json" in readme
+        assert f"{DEFAULT_CANONICAL_BASE}/StructureDefinition/{definition_id}" in readme
 
 
 def test_default_base_is_the_bundled_setting(mappings: Mappings) -> None:

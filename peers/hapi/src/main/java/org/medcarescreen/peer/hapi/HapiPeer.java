@@ -32,6 +32,7 @@ public final class HapiPeer {
 			System.exit(2);
 		}
 		int port = train ? 0 : Integer.parseInt(args[0]);
+		CorePackageCache.ensure(); // validation of uploaded profiles works offline
 
 		AnnotationConfigApplicationContext spring = new AnnotationConfigApplicationContext(PeerConfig.class);
 		RestfulServer restfulServer = spring.getBean(RestfulServer.class);
