@@ -33,6 +33,7 @@ from service.screening.facts import (
     PatientFacts,
     Unreadable,
 )
+from service.screening.ingredients import ingredient_concepts
 from service.screening.result import Evidence
 
 MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
@@ -212,6 +213,7 @@ class FactExtractor:
         med_ref = (
             reference_element.get("reference") if isinstance(reference_element, dict) else None
         )
+        medication = None
         if concept is None and isinstance(med_ref, str):
             medication = record.resolve_medication(med_ref, resource)
             if medication is None:
@@ -219,6 +221,10 @@ class FactExtractor:
             else:
                 concept = medication.get("code")
         drugs = self._recognise(concept)
+        if not drugs and medication is not None:  # ingredient-only Medication (§4b, medcare-2)
+            drugs = self._by_ingredient(medication, record, resource)
+            if _label(concept) == "(no code)":  # name the product by its ingredients
+                concept = {"text": " + ".join(m.drug.label for m in drugs)}
         reference = versioned_reference(resource)
         if not drugs:
             if reference_problem:
@@ -259,8 +265,20 @@ class FactExtractor:
                 end=end,
                 asserted=asserted,
                 stated_depot_months=_stated_depot_months(concept, self.mappings),
+                status_reason=_status_reason(resource),
             )
         )
+
+    def _by_ingredient(
+        self, medication: Resource, record: PatientRecord, container: Resource
+    ) -> tuple[DrugMatch, ...]:
+        """Each recognised ingredient of a Medication without a recognised code, once."""
+        matches: dict[str, DrugMatch] = {}
+        for item in ingredient_concepts(medication, record, container):
+            for match in self._recognise(item):
+                how = f"ingredient, {match.matched_by}"
+                matches.setdefault(match.drug.key, DrugMatch(match.drug, how, match.matched_text))
+        return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
 
     def _recognise(self, concept: Any) -> tuple[DrugMatch, ...]:
         """_recognised, remembered per distinct concept: a chart repeats the same few products
@@ -385,6 +403,14 @@ def _medication_period(resource: Resource) -> tuple[FhirDay | None, FhirDay | No
         start = parse_fhir_day(bounds.get("start")) or start
         end = parse_fhir_day(bounds.get("end")) or end
     return start, end, asserted
+
+
+def _status_reason(resource: Resource) -> str | None:
+    """The words of `statusReason` (a CodeableConcept on requests, a list elsewhere)."""
+    reason = resource.get("statusReason")
+    concepts = reason if isinstance(reason, list) else [reason]
+    words = [text for c in concepts for text in texts_of(c)]
+    return "; ".join(dict.fromkeys(words)) or None
 
 
 def _stated_depot_months(concept: Any, mappings: Mappings) -> int | None:

@@ -40,8 +40,9 @@ class DrugMatch:
     matched_text: str
 
     def describe(self) -> str:
-        if self.matched_by == "name":
-            return f"{self.drug.label} (recognised by name: {self.matched_text!r})"
+        if self.matched_by.endswith("name"):
+            how = self.matched_by.replace("name", "recognised by name")
+            return f"{self.drug.label} ({how}: {self.matched_text!r})"
         return f"{self.drug.label} ({self.matched_by} {self.matched_text})"
 
 
@@ -58,6 +59,7 @@ class MedicationFact:
     end: FhirDay | None
     asserted: FhirDay | None
     stated_depot_months: int | None
+    status_reason: str | None = None  # the words of statusReason, e.g. "disease progression"
 
     @property
     def is_administration(self) -> bool:

@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import date
+
+from service.fhir.dates import add_months
 from service.screening.context import Context, join_names
 from service.screening.facts import ClinicalFact, MedicationFact
 from service.screening.result import Decision, Evidence, Result
-from service.screening.therapy import describe, finished_before, is_ongoing, was_given
+from service.screening.therapy import (
+    LONG_ORDER_MONTHS,
+    DocetaxelCourse,
+    describe,
+    docetaxel_course,
+    drug_names,
+    is_ongoing,
+    was_given,
+)
+from service.screening.units import UnreadableValue, is_castrate, read_measurement
 
 
 def _orchiectomies(ctx: Context) -> list[ClinicalFact]:
@@ -23,15 +35,18 @@ def systemic_therapy(ctx: Context) -> Decision:
     gnrh = ctx.facts.medications_of("gnrh")
     ongoing_adt = [m for m in gnrh if is_ongoing(m, as_of, params)]
     orchiectomies = _orchiectomies(ctx)
+    course = docetaxel_course(ctx, as_of)
+    notes = _therapy_notes(ctx, course)
     if not ongoing_adt and not orchiectomies:
         reason = (
             "No ongoing androgen deprivation found (GnRH agonist/antagonist active on "
             f"{as_of}, or bilateral orchiectomy). Medication lists are often incomplete and depot "
-            "injections are often recorded elsewhere; review."
+            "injections are often recorded elsewhere."
         )
         given = [m for m in gnrh if was_given(m)]
         if given:
             reason += f" Not covering {as_of}: {join_names([describe(m, params) for m in given])}."
+        reason += notes + " Chase: the last ADT injection date (GP, urologist or home nurse)."
         return Decision(Result.UNKNOWN, reason, tuple(m.evidence for m in given))
     evidence: list[Evidence] = [m.evidence for m in ongoing_adt] + [
         f.evidence for f in orchiectomies
@@ -40,25 +55,91 @@ def systemic_therapy(ctx: Context) -> Decision:
         _procedure_text(f) for f in orchiectomies
     ]
     reason = f"Ongoing androgen deprivation: {join_names(adt_parts)}."
+    reason += _long_running_orders(ctx, ongoing_adt)
     arta = [m for m in ctx.facts.medications_of("arta") if is_ongoing(m, as_of, params)]
-    docetaxel = ctx.facts.medications_of("docetaxel")
-    finished = [m for m in docetaxel if finished_before(m, as_of, params)]
-    running = [m for m in docetaxel if is_ongoing(m, as_of, params)]
-    first_gen = [m for m in ctx.facts.medications_of("first-gen-antiandrogen") if was_given(m)]
-    notes = ""
-    if first_gen:
-        names = join_names([describe(m, params) for m in first_gen])
-        notes += f" First-generation antiandrogen ({names}) does not make type 2."
-    if arta or finished:
-        parts = [f"ARTA ongoing: {describe(m, params)}" for m in arta]
-        parts += [f"docetaxel given and finished: {describe(m, params)}" for m in finished]
-        evidence += [m.evidence for m in arta + finished]
+    if course.ongoing:
+        evidence += course.evidence
+        reason += (
+            f" Docetaxel is ongoing on {as_of} ({'; '.join(course.ongoing)}): neither type 1 nor "
+            f"type 2 until the course ends.{notes} Chase: the date of the last planned docetaxel "
+            "cycle (day hospital or oncologist)."
+        )
+        return Decision(Result.UNKNOWN, reason, tuple(evidence))
+    exposure = course.finished + course.end_unknown + course.stopped_for_progression
+    if arta or exposure:
+        parts = [f"ARTA ongoing: {describe(m, params, 'arta')}" for m in arta]
+        if exposure:
+            parts.append(f"docetaxel given before {as_of}: {'; '.join(exposure)}")
+            evidence += course.evidence
+        evidence += [m.evidence for m in arta]
         reason = f"{reason} Patient type 2 ({'; '.join(parts)}).{notes}"
         return Decision(Result.MET, reason, tuple(evidence), patient_type=2)
-    if running:
-        notes += f" Docetaxel is still ongoing, not finished: {join_names([describe(m, params) for m in running])}."
-    reason += " Patient type 1 (no ongoing ARTA, no finished docetaxel)."
+    reason += " Patient type 1 (pADT only: no ongoing ARTA, no docetaxel recorded)."
     return Decision(Result.MET, reason + notes, tuple(evidence), patient_type=1)
+
+
+def _therapy_notes(ctx: Context, course: DocetaxelCourse) -> str:
+    """What does not make type 2 but the board may want to know."""
+    params, as_of = ctx.params, ctx.as_of
+    notes = ""
+    first_gen = [m for m in ctx.facts.medications_of("first-gen-antiandrogen") if was_given(m)]
+    if first_gen:
+        names = join_names([describe(m, params, "first-gen-antiandrogen") for m in first_gen])
+        notes += f" First-generation antiandrogen ({names}) does not make type 2."
+    stopped = [
+        m for m in ctx.facts.medications_of("arta")
+        if was_given(m) and not is_ongoing(m, as_of, params)
+        and (m.start is None or m.start.earliest <= as_of)
+    ]  # fmt: skip
+    if stopped:
+        names = join_names([describe(m, params, "arta") for m in stopped])
+        notes += (
+            f" An ARTA no longer ongoing on {as_of} ({names}) does not make type 2 (the listing's "
+            "type 2 is an ARTA as ongoing treatment); the sponsor may want to know."
+        )
+    return notes
+
+
+def _long_running_orders(ctx: Context, ongoing_adt: list[MedicationFact]) -> str:
+    """An active ADT order older than 12 months with nothing newer supporting it (§4b): said,
+    without changing the result."""
+    since = add_months(ctx.as_of, -LONG_ORDER_MONTHS)
+    old = [
+        m for m in ongoing_adt
+        if not m.is_administration and m.start is not None and m.start.earliest <= since
+        and m.end is None
+    ]  # fmt: skip
+    if not old:
+        return ""
+    newer = [
+        m for m in ctx.facts.medications_of("gnrh")
+        if was_given(m) and m.start is not None and m.start.earliest > since
+    ]  # fmt: skip
+    if newer or _castrate_since(ctx, since):
+        return ""
+    names = join_names([f"{drug_names(m, 'gnrh')} since {m.start}" for m in old])
+    return (
+        f" Note: the ADT record ({names}) is older than {LONG_ORDER_MONTHS} months and nothing "
+        f"in the last {LONG_ORDER_MONTHS} months supports it (no "
+        "administration, dispense or testosterone below 50 ng/dL): confirm the last injection "
+        "date (GP, urologist or home nurse)."
+    )
+
+
+def _castrate_since(ctx: Context, since: date) -> bool:
+    threshold = ctx.params.castrate_ng_dl
+    for fact in ctx.facts.observations_of("testosterone-total"):
+        if fact.day is None or fact.day.earliest < since:
+            continue
+        if fact.status not in ctx.params.observation_statuses_used:
+            continue
+        try:
+            measured = read_measurement(fact.resource, ctx.mappings)
+        except UnreadableValue:
+            continue
+        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
+            return True
+    return False
 
 
 def _excluded_drug_records(ctx: Context) -> tuple[list[MedicationFact], list[MedicationFact]]:
