@@ -6,6 +6,13 @@ and names the request and patient; callers never see a `requests` exception or a
 Retries are a loop of our own around the session rather than a urllib3 `Retry` on the adapter:
 the loop can count requests, sleep through an injected function (tests do not wait), re-authorise
 once after a 401, and name the request in its log lines. What is retried is data (RetryPolicy).
+
+Nothing the server sends is trusted about where to go (fhir-contract.md "Trust nothing the server
+sends"): every URL is checked, as `requests` will connect to it, against the configured origin
+before it is sent (origin.py), redirects are followed only within that origin, answers are read
+under a size cap and a total deadline (limits.py), and every error passes through redact.py so
+that a server quoting our Authorization header does not put our credentials in a message.
+Log lines name requests without their query values (a run's search may hold names and dates).
 """
 
 from __future__ import annotations
@@ -17,25 +24,46 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Final, NamedTuple
-from urllib.parse import quote, unquote, urlencode, urljoin, urlsplit
+from typing import Any, Final, NamedTuple, TypeVar
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urljoin
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
 from service import __version__
 from service.config import BATCH_MODES, ConfigError
 from service.fhir.auth import Auth, NoAuth
+from service.fhir.batch_mode import BatchMode
 from service.fhir.errors import (
+    FhirAnswerTooLarge,
+    FhirAuthError,
     FhirBadResponse,
     FhirError,
     FhirNetworkError,
     FhirRefusedLink,
+    FhirRefusedRedirect,
+    FhirTooSlow,
     status_error,
 )
+from service.fhir.limits import (
+    ACCEPTED_ENCODINGS,
+    DEFAULT_DEADLINE_S,
+    DEFAULT_MAX_ANSWER_BYTES,
+    AnswerLimits,
+    AnswerTooLarge,
+    AnswerTooSlow,
+    AnswerUnreadable,
+    TooDeep,
+    parse_json,
+    read_body,
+)
+from service.fhir.origin import UnsafeUrl, connect_origin, origin_or_none
+from service.fhir.redact import Secrets
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +93,12 @@ TEMPORARY_STATUSES: Final = frozenset({408, 429, 500, 502, 503, 504})
 UNPROCESSED_STATUSES: Final = frozenset({408, 429})
 # Methods whose repetition leaves the server as one attempt would (RFC 9110 §9.2.2).
 IDEMPOTENT_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+# Concurrent GETs when a probe batch was refused and its requests are made one by one.
+SEPARATE_WORKERS: Final = 6
+# Redirects within the configured origin are followed this many hops at most.
+MAX_REDIRECTS: Final = 5
+REDIRECT_STATUSES: Final = frozenset({301, 302, 303, 307, 308})
+E = TypeVar("E", bound=FhirError)
 
 _LOCATION = re.compile(
     r"(?:^|/)(?P<type>[A-Z][A-Za-z]+)/(?P<id>[A-Za-z0-9\-.]{1,64})"
@@ -131,11 +165,28 @@ class WriteResult(NamedTuple):
         return version if isinstance(version, str) else None
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One HTTP answer, its body read whole under the limits (requests' Response is streamed
+    and closed before this exists, so nothing here can read more)."""
+
+    status_code: int
+    reason: str
+    headers: Mapping[str, str]
+    content: bytes
+    max_depth: int
+
+    def json(self) -> Any:
+        """The body as JSON; ValueError (TooDeep included) when it is not usable JSON."""
+        return parse_json(self.content, self.max_depth)
+
+
 class FhirClient:
     """A FHIR R4 REST client for one server, safe to share between threads.
 
-    `request_count` counts HTTP requests to the FHIR server (retries included, token requests to
-    the authorisation server not), so a test can assert how many round trips a screen costs.
+    `request_count` counts HTTP requests to the FHIR server (retries and redirect hops included,
+    token requests to the authorisation server not), so a test can assert how many round trips
+    a screen costs. `batch_mode` and `batch_mode_reason` say how patients are read and why.
     """
 
     def __init__(
@@ -155,24 +206,38 @@ class FhirClient:
         clock: Callable[[], float] = time.time,
         user_agent: str = USER_AGENT,
         batch: str = "auto",
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        deadline_s: float = DEFAULT_DEADLINE_S,
     ) -> None:
         if batch not in BATCH_MODES:
             raise ValueError(f"batch: expected one of {', '.join(BATCH_MODES)}, not {batch!r}")
-        self.batch_mode = batch
+        self._batch = BatchMode(batch)
         self.base_url = base_url.rstrip("/")
-        self.origin = origin_of(self.base_url)
+        try:
+            self.origin = connect_origin(self.base_url)
+        except UnsafeUrl as exc:
+            raise ConfigError(f"the FHIR base URL is not usable: {exc}") from exc
         self.auth = auth if auth is not None else NoAuth()
         self.timeout = timeout
         self.policy = RetryPolicy(retries, backoff_factor, max_retry_wait)
         self.max_pages = max_pages
+        self.limits = AnswerLimits(max_answer_bytes, deadline_s)
+        # every credential sent is remembered here and taken out of every error (redact.py)
+        self.secrets = Secrets()
         self._verify = _tls_verify(verify, self.base_url)
         self._sleep = sleep
         self._clock = clock
         self._session = session if session is not None else _pooled_session(pool_size)
         # no-cache: a screen must see what was written a moment ago (HAPI otherwise reuses a
         # search's results for 60 s, even across new writes)
+        # Accept-Encoding: only what limits.py decompresses with a bound
         self._session.headers.update(
-            {"Accept": FHIR_JSON, "User-Agent": user_agent, "Cache-Control": "no-cache"}
+            {
+                "Accept": FHIR_JSON,
+                "User-Agent": user_agent,
+                "Cache-Control": "no-cache",
+                "Accept-Encoding": ACCEPTED_ENCODINGS,
+            }
         )
         self.auth.bind(self.base_url, self._session, timeout=timeout, verify=self._verify)
         self._lock = threading.Lock()
@@ -212,12 +277,33 @@ class FhirClient:
             self._capabilities = statement
         return statement
 
+    @property
+    def batch_setting(self) -> str:
+        """MEDCARE_FHIR_BATCH as configured: auto, always or never."""
+        return self._batch.setting
+
+    @property
+    def batch_mode(self) -> str:
+        """How patients are read: 'batch', 'concurrent searches' or (auto, before the first
+        patient) 'not decided yet'."""
+        return self._batch.mode
+
+    @property
+    def batch_mode_reason(self) -> str:
+        """Why: the setting, or what the server did with the first batch (auto)."""
+        return self._batch.reason
+
     def supports_batch(self) -> bool:
-        """Whether to read a patient in one `batch`: as configured ("always" for a server that
-        accepts batches without declaring them, as stock HAPI does; "never" for one that
-        declares them but fails on them), else as the CapabilityStatement says."""
-        if self.batch_mode != "auto":
-            return self.batch_mode == "always"
+        """Whether to read a patient in one `batch`: as configured ("always", "never"), else
+        (auto) yes until the first batch was refused; that first batch is the probe (stock
+        HAPI accepts batch without declaring it, so the CapabilityStatement cannot decide).
+        The statement is still fetched here, once: the reason quotes it."""
+        if self._batch.setting == "auto":
+            self.declares_batch()
+        return self._batch.use_batch()
+
+    def declares_batch(self) -> bool:
+        """Whether the CapabilityStatement lists the `batch` system interaction."""
         return any(
             isinstance(item, dict) and item.get("code") == "batch"
             for rest in self._server_rests()
@@ -281,22 +367,21 @@ class FhirClient:
             if link is None:
                 return
             url = urljoin(self.base_url + "/", link)
-            if origin_of(url) != self.origin:
-                raise FhirRefusedLink(
-                    f"refused to follow a next link to {origin_of(url)}: "
-                    f"the configured server is {self.origin}",
-                    request=request,
-                    patient=patient,
-                )
+            self._check_origin(url, request, patient, "follow a next link")
             if url in followed:
-                log.warning("%s: the server repeated a next link; paging stopped there", request)
+                log.warning(
+                    "%s: the server repeated a next link; paging stopped there",
+                    loggable(request),
+                )
                 return
             if pages >= self.max_pages:
-                raise FhirBadResponse(
-                    f"paging did not end after {pages} pages: the server keeps sending new "
-                    "next links",
-                    request=request,
-                    patient=patient,
+                raise self._scrubbed(
+                    FhirBadResponse(
+                        f"paging did not end after {pages} pages: the server keeps sending new "
+                        "next links",
+                        request=request,
+                        patient=patient,
+                    )
                 )
             followed.add(url)
             page = self._get(url, patient, "Bundle")
@@ -317,9 +402,32 @@ class FhirClient:
     ) -> list[Resource | FhirError]:
         """Like batch(), but a failed entry is returned as its FhirError, in its place, so one
         missing Medication does not hide the others. Entry Bundles may have `next` links: pass
-        them to follow()."""
+        them to follow().
+
+        With MEDCARE_FHIR_BATCH=auto the first batch is a probe (see batch_mode.py): answered
+        properly, batch is kept; refused (an error status that is not "try later" or "who are
+        you", or an answer that is not a batch-response), the same GETs are made one by one so
+        this patient is still read, and supports_batch() is False from then on."""
         if not requests_:
             return []
+        if not self._batch.probing:
+            return self._batch_results(requests_, patient)
+        try:
+            results = self._batch_results(requests_, patient)
+        except FhirError as exc:
+            if not _refuses_batch(exc):
+                raise
+            self._batch.refused(exc.summary)
+            log.warning("the FHIR server refused a batch: reading with concurrent searches")
+            return self._separately(requests_, patient)
+        with self._lock:
+            known = self._capabilities is not None
+        self._batch.kept(self.declares_batch() if known else None)
+        return results
+
+    def _batch_results(
+        self, requests_: Sequence[str], patient: str | None
+    ) -> list[Resource | FhirError]:
         bundle = {
             "resourceType": "Bundle",
             "type": "batch",
@@ -327,12 +435,37 @@ class FhirClient:
         }
         request = f"POST batch of {len(requests_)} GET requests"
         response = self._post("", bundle, request, patient, idempotent=True)
-        answer = self._expect(response, request, patient, "Bundle")
+        answer = _parse(response, request, patient)
+        if answer is None or answer["resourceType"] != "Bundle":
+            sent = answer["resourceType"] if answer else "an empty body"
+            raise self._scrubbed(
+                _NotABatchResponse(
+                    f"expected a batch-response Bundle, the server sent {sent}",
+                    status=response.status_code,
+                    request=request,
+                    patient=patient,
+                )
+            )
         entries = _response_entries(answer, len(requests_), request, patient)
         return [
             self._entry_result(entry, f"GET {url} (in a batch)", patient)
             for url, entry in zip(requests_, entries, strict=True)
         ]
+
+    def _separately(
+        self, requests_: Sequence[str], patient: str | None
+    ) -> list[Resource | FhirError]:
+        """What a batch of these GETs would have given, one request each (concurrently)."""
+
+        def get(url: str) -> Resource | FhirError:
+            try:
+                return self._get(url, patient, _expected_type(url))
+            except FhirError as exc:
+                return exc
+
+        workers = min(len(requests_), SEPARATE_WORKERS)
+        with ThreadPoolExecutor(workers, thread_name_prefix="fhir-get") as pool:
+            return list(pool.map(get, requests_))
 
     def transaction(self, bundle: Resource, patient: str | None = None) -> Resource:
         """POST a transaction Bundle; the server applies all entries or none.
@@ -444,7 +577,7 @@ class FhirClient:
         *,
         idempotent: bool,
         headers: Mapping[str, str] | None = None,
-    ) -> requests.Response:
+    ) -> Answer:
         return self._send(
             "POST",
             self._url(path),
@@ -464,53 +597,198 @@ class FhirClient:
         *,
         idempotent: bool,
         **kwargs: Any,
-    ) -> requests.Response:
-        """One logical request: retried per the policy, re-authorised once after a 401."""
+    ) -> Answer:
+        """One logical request: retried per the policy, re-authorised once after a 401,
+        redirected only within the configured origin. Every URL it sends to is checked first."""
         retry = 0
         reauthorised = False
+        hops = 0
         while True:
+            self._check_origin(url, request, patient, "send a request")
             with self._lock:
                 self._request_count += 1
             try:
-                response = self._session.request(
-                    method, url, auth=self.auth, timeout=self.timeout, verify=self._verify, **kwargs
-                )
+                response = self._exchange(method, url, request, patient, **kwargs)
             except requests.RequestException as exc:
                 if retry < self.policy.retries and self.policy.retries_exception(exc, idempotent):
                     retry += 1
-                    self._pause(request, _failure_kind(exc), retry, None)
+                    self._pause(request, patient, _failure_kind(exc), retry, None)
                     continue
-                raise _network_error(exc, retry + 1, request, patient) from exc
+                raise self._scrubbed(_network_error(exc, retry + 1, request, patient)) from exc
             status = response.status_code
+            location = response.headers.get("Location")
+            if status in REDIRECT_STATUSES and location:
+                url, method = self._redirect(method, url, status, location, request, patient)
+                if method == "GET":
+                    kwargs.pop("data", None)
+                hops += 1
+                if hops > MAX_REDIRECTS:
+                    raise self._scrubbed(
+                        FhirBadResponse(
+                            f"more than {MAX_REDIRECTS} redirects",
+                            status=status,
+                            request=request,
+                            patient=patient,
+                        )
+                    )
+                continue
             if status == 401 and not reauthorised and self.auth.invalidate():
                 reauthorised = True  # a fresh token is not a retry: it does not count
-                log.info("%s: HTTP 401, retrying once with fresh credentials", request)
+                log.info("%s: HTTP 401, retrying once with fresh credentials", loggable(request))
                 continue
             if retry < self.policy.retries and self.policy.retries_status(status, idempotent):
                 retry += 1
-                self._pause(request, f"HTTP {status}", retry, response.headers.get("Retry-After"))
+                self._pause(
+                    request, patient, f"HTTP {status}", retry, response.headers.get("Retry-After")
+                )
                 continue
             if 200 <= status < 300:
                 return response
-            raise status_error(
-                status,
-                response.reason or "",
-                body=_json_or_none(response),
-                request=request,
-                patient=patient,
-                speaker=self._speaker(),
-                temporary_statuses=self.policy.statuses,
+            raise self._scrubbed(
+                status_error(
+                    status,
+                    response.reason,
+                    body=_json_or_none(response),
+                    request=request,
+                    patient=patient,
+                    speaker=self._speaker(),
+                    temporary_statuses=self.policy.statuses,
+                )
             )
 
-    def _pause(self, request: str, why: str, retry: int, retry_after: str | None) -> None:
+    def _exchange(
+        self, method: str, url: str, request: str, patient: str | None, **kwargs: Any
+    ) -> Answer:
+        """One HTTP exchange: no redirect followed by `requests`, the body read under the
+        answer limits (size after decompression, total deadline), the connection released.
+
+        Raises requests exceptions for network failures (the caller's retry policy decides)
+        and FhirAnswerTooLarge / FhirTooSlow / FhirBadResponse for answers over the limits."""
+        deadline_at = time.monotonic() + self.limits.deadline_s
+        timeout = (self.timeout[0], min(self.timeout[1], self.limits.deadline_s))
+        response = self._session.request(
+            method,
+            url,
+            auth=self.auth,
+            timeout=timeout,
+            verify=self._verify,
+            allow_redirects=False,
+            stream=True,
+            **kwargs,
+        )
+        try:
+            self.secrets.learn_authorization(response.request.headers.get("Authorization"))
+            if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
+                content = b""  # not read: the redirect is judged by its Location alone
+            else:
+                content = read_body(response.raw, response.headers, self.limits, deadline_at)
+        except AnswerTooLarge as exc:
+            raise self._scrubbed(
+                FhirAnswerTooLarge(
+                    str(exc), status=response.status_code, request=request, patient=patient
+                )
+            ) from None
+        except AnswerTooSlow as exc:
+            raise self._scrubbed(
+                FhirTooSlow(
+                    f"{exc} (MEDCARE_FHIR_DEADLINE_S)",
+                    status=response.status_code,
+                    request=request,
+                    patient=patient,
+                )
+            ) from None
+        except AnswerUnreadable as exc:
+            raise self._scrubbed(
+                FhirBadResponse(
+                    str(exc), status=response.status_code, request=request, patient=patient
+                )
+            ) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _as_requests_exception(exc) from exc
+        finally:
+            response.close()
+        return Answer(
+            response.status_code,
+            response.reason or "",
+            response.headers,
+            content,
+            self.limits.max_depth,
+        )
+
+    def _redirect(
+        self, method: str, url: str, status: int, location: str, request: str, patient: str | None
+    ) -> tuple[str, str]:
+        """Where a redirect within the configured origin goes, and with which method.
+
+        307/308 keep the method and body; 301/302/303 turn a GET into a GET and are refused for
+        anything else (a batch or a write-back must not silently become a GET). A redirect to
+        another origin is refused: it would carry our credentials and the body elsewhere."""
+        target = urljoin(url, location)
+        where = origin_or_none(target)
+        if where != self.origin:
+            raise self._scrubbed(
+                FhirRefusedRedirect(
+                    f"refused to follow a redirect ({status}) to "
+                    f"{where or 'a URL with userinfo or an ambiguous host'}: redirects are "
+                    f"followed only within the configured server {self.origin}",
+                    status=status,
+                    request=request,
+                    patient=patient,
+                )
+            )
+        if status in (307, 308) or method in ("GET", "HEAD"):
+            return target, method
+        raise self._scrubbed(
+            FhirRefusedRedirect(
+                f"refused to follow a redirect ({status}) that would turn {method} into GET",
+                status=status,
+                request=request,
+                patient=patient,
+            )
+        )
+
+    def _check_origin(self, url: str, request: str, patient: str | None, doing: str) -> None:
+        """FhirRefusedLink unless `url` connects to the configured origin (origin.py)."""
+        try:
+            where = connect_origin(url)
+        except UnsafeUrl as exc:
+            raise self._scrubbed(
+                FhirRefusedLink(
+                    f"refused to {doing}: {exc}; the configured server is {self.origin}",
+                    request=request,
+                    patient=patient,
+                )
+            ) from None
+        if where != self.origin:
+            raise self._scrubbed(
+                FhirRefusedLink(
+                    f"refused to {doing} to {where}: the configured server is {self.origin}",
+                    request=request,
+                    patient=patient,
+                )
+            )
+
+    def _scrubbed(self, error: E) -> E:
+        """Every FhirError this client raises or returns passes here: our secrets taken out."""
+        return self.secrets.scrub_error(error)
+
+    def _pause(
+        self, request: str, patient: str | None, why: str, retry: int, retry_after: str | None
+    ) -> None:
         wait = self.policy.wait(retry, retry_after, self._clock())
         log.warning(
-            "%s: %s; retry %d of %d in %.1f s", request, why, retry, self.policy.retries, wait
+            "%s%s: %s; retry %d of %d in %.1f s",
+            loggable(request),
+            f" for Patient/{patient.removeprefix('Patient/')}" if patient else "",
+            why,
+            retry,
+            self.policy.retries,
+            wait,
         )
         self._sleep(wait)
 
     def _expect(
-        self, response: requests.Response, request: str, patient: str | None, resource_type: str
+        self, response: Answer, request: str, patient: str | None, resource_type: str
     ) -> Resource:
         resource = _parse(response, request, patient)
         if resource is None:
@@ -521,16 +799,18 @@ class FhirClient:
                 patient=patient,
             )
         if resource["resourceType"] != resource_type:
-            raise FhirBadResponse(
-                f"expected a {resource_type}, the server sent a {resource['resourceType']}",
-                status=response.status_code,
-                request=request,
-                patient=patient,
+            raise self._scrubbed(
+                FhirBadResponse(
+                    f"expected a {resource_type}, the server sent a {resource['resourceType']}",
+                    status=response.status_code,
+                    request=request,
+                    patient=patient,
+                )
             )
         return resource
 
     def _write_result(
-        self, response: requests.Response, request: str, patient: str | None, resource_type: str
+        self, response: Answer, request: str, patient: str | None, resource_type: str
     ) -> WriteResult:
         body = _parse(response, request, patient)
         resource = body if body and body.get("resourceType") == resource_type else None
@@ -562,14 +842,16 @@ class FhirClient:
             )
         outcome = answer.get("outcome") or resource
         reason = str(answer.get("status")).partition(" ")[2]
-        return status_error(
-            status,
-            reason,
-            body=outcome,
-            request=request,
-            patient=patient,
-            speaker=self._speaker(),
-            temporary_statuses=self.policy.statuses,
+        return self._scrubbed(
+            status_error(
+                status,
+                reason,
+                body=outcome,
+                request=request,
+                patient=patient,
+                speaker=self._speaker(),
+                temporary_statuses=self.policy.statuses,
+            )
         )
 
 
@@ -577,15 +859,20 @@ class FhirClient:
 
 
 def origin_of(url: str) -> str:
-    """'https://host:443' for any URL: scheme, lower-cased host and explicit port."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    default = {"http": 80, "https": 443}.get(scheme)
-    return f"{scheme}://{(parts.hostname or '').lower()}:{port or default}"
+    """'https://host:443': the origin `requests` will connect to for `url` (origin.py), or
+    'unsafe:' for a URL with userinfo or an ambiguous host, which matches no configured origin."""
+    return origin_or_none(url) or "unsafe:"
+
+
+def loggable(request: str) -> str:
+    """A request line for a log: its path and parameter names, no values ('GET Patient?name=…').
+
+    Values of a run's search may be names and birth dates; ids are named separately."""
+    head, sep, query = request.partition("?")
+    if not sep:
+        return head
+    names = [name for name, _ in parse_qsl(query.split(" ", 1)[0], keep_blank_values=True)]
+    return f"{head}?{'&'.join(f'{name}=…' for name in names)}"
 
 
 def search_path(resource_type: str, params: SearchParams) -> str:
@@ -662,12 +949,20 @@ def _tls_verify(verify: bool | str | os.PathLike[str], base_url: str) -> bool | 
     return str(path)
 
 
-def _parse(response: requests.Response, request: str, patient: str | None) -> Resource | None:
-    """The FHIR resource in a response body (None for an empty body); FhirBadResponse otherwise."""
+def _parse(response: Answer, request: str, patient: str | None) -> Resource | None:
+    """The FHIR resource in a response body (None for an empty body); FhirBadResponse otherwise,
+    also for JSON nested deeper than any FHIR resource (limits.MAX_JSON_DEPTH)."""
     if not response.content.strip():
         return None
     try:
         body = response.json()
+    except TooDeep as exc:
+        raise FhirBadResponse(
+            f"the server's answer is not usable: {exc}",
+            status=response.status_code,
+            request=request,
+            patient=patient,
+        ) from None
     except ValueError as exc:
         raise FhirBadResponse(
             "the server's answer is not valid JSON",
@@ -685,11 +980,47 @@ def _parse(response: requests.Response, request: str, patient: str | None) -> Re
     return body
 
 
-def _json_or_none(response: requests.Response) -> Any:
+def _json_or_none(response: Answer) -> Any:
     try:
         return response.json()
-    except ValueError:
+    except ValueError:  # TooDeep too: an error body nested that deep is quoted as nothing
         return None
+
+
+class _NotABatchResponse(FhirBadResponse):
+    """A 2xx answer to a batch that is not a batch-response: the server does not do batch."""
+
+
+def _refuses_batch(exc: FhirError) -> bool:
+    """Whether a failed probe batch means "this server does not do batch": an error status that
+    is neither "try again later" (temporary) nor "who are you" (401), or a 2xx answer of another
+    shape. Broken or oversized answers and refused links decide nothing."""
+    if isinstance(exc, _NotABatchResponse):
+        return True
+    if exc.status is None or exc.status < 400 or isinstance(exc, FhirRefusedLink):
+        return False
+    if isinstance(exc, FhirNetworkError) and exc.temporary:
+        return False
+    return not (isinstance(exc, FhirAuthError) and exc.status == 401)
+
+
+def _expected_type(url: str) -> str:
+    """The resource type a relative GET of a batch entry answers: a Bundle for a search."""
+    path, sep, _ = url.partition("?")
+    resource_type, slash, _ = path.partition("/")
+    return resource_type if slash and not sep else "Bundle"
+
+
+def _as_requests_exception(exc: urllib3.exceptions.HTTPError) -> requests.RequestException:
+    """The requests exception that requests itself raises for a urllib3 failure while a body is
+    read, so that the retry policy and the messages treat a streamed body as before."""
+    if isinstance(exc, urllib3.exceptions.ReadTimeoutError):
+        return requests.exceptions.ReadTimeout(str(exc))
+    if isinstance(exc, urllib3.exceptions.SSLError):
+        return requests.exceptions.SSLError(str(exc))
+    if isinstance(exc, urllib3.exceptions.ProtocolError | urllib3.exceptions.DecodeError):
+        return requests.exceptions.ChunkedEncodingError(str(exc))
+    return requests.ConnectionError(str(exc))
 
 
 def _matches(bundle: Resource, request: str) -> Iterator[Resource]:
@@ -705,7 +1036,9 @@ def _matches(bundle: Resource, request: str) -> Iterator[Resource]:
         elif mode in (None, "match", "include"):
             yield resource
     if warnings:
-        log.warning("%s: the server attached %d OperationOutcome(s) to a page", request, warnings)
+        log.warning(
+            "%s: the server attached %d OperationOutcome(s) to a page", loggable(request), warnings
+        )
 
 
 def _response_entries(

@@ -12,6 +12,7 @@ response bodies, so they are safe to log and to show.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # A user reads the diagnostics, not a Java stack trace: keep the quote short.
@@ -41,6 +42,16 @@ class FhirError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+    def redact(self, text: Callable[[str], str], body: Callable[[Any], Any]) -> None:
+        """Rewrite what this error quotes (summary, request, OperationOutcome) through `text`
+        and `body`: redact.Secrets takes our credentials out of a server's words with it."""
+        self.summary = text(self.summary)
+        self.request = text(self.request) if self.request else self.request
+        if self.operation_outcome is not None:
+            self.operation_outcome = body(self.operation_outcome)
+        self.message = text(_compose(self.summary, self.request, self.patient, self.status))
+        self.args = (self.message,)
 
 
 class FhirNetworkError(FhirError):
@@ -73,6 +84,22 @@ class FhirBadResponse(FhirError):
 
 class FhirRefusedLink(FhirError):
     """A paging link to another origin: following it would hand our credentials to that host."""
+
+
+class FhirRefusedRedirect(FhirRefusedLink):
+    """A redirect to another origin (or one that would change the method): not followed, so
+    neither our credentials nor the request body (a batch, a write-back) leave the server."""
+
+
+class FhirAnswerTooLarge(FhirBadResponse):
+    """An answer larger (after decompression) than the configured cap: reading stopped there."""
+
+
+class FhirTooSlow(FhirNetworkError):
+    """An answer that did not arrive whole within the request's total deadline."""
+
+    def __init__(self, summary: str, **context: Any) -> None:
+        super().__init__(summary, temporary=True, **context)
 
 
 def operation_outcome_text(body: Any) -> str | None:

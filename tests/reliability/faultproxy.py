@@ -21,9 +21,23 @@ checked in the order they were added; the first that matches and is due (`every`
 - `body`: answer `status` with the fixed `body` (a 50 MB Bundle...);
 - `transform`: forward and pass the server's body through `fn` (rewrite `next` links...).
 
+The hostile server of issue 10 (a careless or malicious FHIR server, on real HTTP):
+
+- `redirect`: answer `status` (307 by default when `status` is left at 200) with a Location of
+  `location`, in which `{path}` is replaced by the request's path (`http://other/{path}`);
+- `drip`: forward (or take `body`), send the headers at once and then the body one byte every
+  `seconds`: each read is quick, the answer never ends in useful time;
+- `echo`: answer `status` with an OperationOutcome that quotes the request's Authorization
+  header, as some servers and proxies quote the request they refuse.
+
+Helpers build the bodies of the others: `gzip_bomb()` (a small gzip body that inflates to
+hundreds of MB, with Content-Encoding gzip via `GZIP`), `deeply_nested()` (a Bundle nested N
+levels). With `upstream=None` it is a standalone server: whatever no fault answers gets a 502.
+
 `down()` closes the listening socket and every open connection: the server is gone and new
 connections are refused, as when the FHIR server is stopped. `up()` listens on the same port
-again. Everything runs in threads of this process; it binds 127.0.0.1 only.
+again. Everything runs in threads of this process; it binds 127.0.0.1 (or another loopback
+address given as `host`, e.g. 127.0.0.2 to be "another origin") only.
 """
 
 from __future__ import annotations
@@ -35,6 +49,7 @@ import socket
 import struct
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -46,6 +61,7 @@ HOP_BY_HOP = frozenset(
      "upgrade", "content-length"}
 )  # fmt: skip
 UPSTREAM_TIMEOUT_S = 120.0
+GZIP = {"Content-Encoding": "gzip"}
 
 
 @dataclass(frozen=True)
@@ -82,10 +98,14 @@ class Fault:
     body: bytes | None = None
     keep: int = 0
     fn: Callable[[bytes, Request], bytes] | None = None
+    location: str = ""
     matched: int = 0
     applied: int = 0
 
-    KINDS = ("delay", "status", "reset", "truncate", "malformed", "body", "transform")
+    KINDS = (
+        "delay", "status", "reset", "truncate", "malformed", "body", "transform",
+        "redirect", "drip", "echo",
+    )  # fmt: skip
 
     def __post_init__(self) -> None:
         if self.kind not in self.KINDS:
@@ -114,13 +134,18 @@ class Seen:
     status: int | None
     authorization: str | None
     at: float
+    body: bytes = b""
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, port: int = 0) -> None:
-        parts = urlsplit(upstream)
+    def __init__(self, upstream: str | None, port: int = 0, host: str = "127.0.0.1") -> None:
+        if not host.startswith("127."):
+            raise ValueError("the fault proxy binds loopback addresses only")
+        parts = urlsplit(upstream or "")
+        self.upstream = upstream
         self.upstream_host = parts.hostname or "127.0.0.1"
         self.upstream_port = parts.port or 80
+        self.host = host
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
@@ -134,7 +159,7 @@ class FaultProxy:
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def add(self, fault: Fault) -> Fault:
         with self._lock:
@@ -161,7 +186,7 @@ class FaultProxy:
     def up(self) -> None:
         if self._server is not None:
             return
-        server = _Server(("127.0.0.1", self.port), _Handler)
+        server = _Server((self.host, self.port), _Handler)
         server.proxy = self
         self.port = int(server.server_address[1])
         self._server = server
@@ -205,10 +230,12 @@ class FaultProxy:
         with self._lock:
             self.seen.append(
                 Seen(request.method, request.path, fault.kind if fault else None, status,
-                     request.headers.get("authorization"), time.monotonic())
+                     request.headers.get("authorization"), time.monotonic(), request.body)
             )  # fmt: skip
 
     def forward(self, request: Request) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        if self.upstream is None:  # standalone: nothing behind it
+            return 502, "No Upstream", [], _outcome("no upstream server")
         connection = http.client.HTTPConnection(
             self.upstream_host, self.upstream_port, timeout=UPSTREAM_TIMEOUT_S
         )
@@ -264,6 +291,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _answer(self, proxy: FaultProxy, request: Request, fault: Fault | None) -> None:
         kind = fault.kind if fault else None
+        if fault is not None and kind in ("redirect", "echo"):
+            self._hostile(proxy, request, fault)
+            return
+        if fault is not None and kind == "drip":
+            self._drip(proxy, request, fault)
+            return
         if fault is not None and kind in ("status", "malformed", "body"):
             status = fault.status if kind != "malformed" else 200
             payload = fault.body
@@ -292,6 +325,38 @@ class _Handler(BaseHTTPRequestHandler):
             _abort(self.connection)
             return
         self._send(status, headers, payload, reason)
+
+    def _hostile(self, proxy: FaultProxy, request: Request, fault: Fault) -> None:
+        """A redirect elsewhere, or an error that quotes our Authorization header."""
+        if fault.kind == "redirect":
+            status = fault.status if fault.status != 200 else 307
+            location = fault.location.replace("{path}", request.path.lstrip("/"))
+            headers = [("Location", location), *fault.headers.items()]
+            payload = b""
+        else:
+            status = fault.status if fault.status != 200 else 400
+            quoted = request.headers.get("authorization", "(none)")
+            headers = [("Content-Type", "application/fhir+json"), *fault.headers.items()]
+            payload = _outcome(f"Request refused. Authorization: {quoted} is not accepted here")
+        proxy._record(request, fault, status)
+        self._send(status, headers, payload)
+
+    def _drip(self, proxy: FaultProxy, request: Request, fault: Fault) -> None:
+        """Headers at once, then one byte every `fault.seconds` until done or the client goes."""
+        if fault.body is not None:
+            status, reason, headers, payload = 200, "OK", [], fault.body
+            headers = [("Content-Type", "application/fhir+json")]
+        else:
+            status, reason, headers, payload = proxy.forward(request)
+        proxy._record(request, fault, status)
+        self.wfile.write(self._head(status, reason, [*headers, *fault.headers.items()],
+                                    len(payload)))  # fmt: skip
+        self.wfile.flush()
+        for index in range(len(payload)):
+            self.wfile.write(payload[index : index + 1])
+            self.wfile.flush()
+            time.sleep(fault.seconds)
+        self.close_connection = True
 
     def _head(self, status: int, reason: str, headers: list[tuple[str, str]], length: int) -> bytes:
         lines = [f"HTTP/1.1 {status} {reason}"]
@@ -374,3 +439,36 @@ def add_next_link(payload: bytes, url: Callable[[Request], str], request: Reques
 
     walk(data)
     return json.dumps(data).encode()
+
+
+# --- hostile bodies --------------------------------------------------------------------------------
+
+
+def gzip_bomb(inflated_bytes: int) -> bytes:
+    """A gzip body (send with `GZIP` headers) that inflates to a searchset Bundle of about
+    `inflated_bytes`, nearly all whitespace: valid JSON, ~1,000 times smaller on the wire.
+    Compressed piece by piece, so making it costs this process no memory to speak of."""
+    head = b'{"resourceType": "Bundle", "type": "searchset", "entry": ['
+    tail = b"]}"
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    parts = [packer.compress(head)]
+    piece = b" " * (1 << 20)
+    remaining = max(0, inflated_bytes - len(head) - len(tail))
+    while remaining > 0:
+        parts.append(packer.compress(piece[: min(remaining, len(piece))]))
+        remaining -= len(piece)
+    parts.append(packer.compress(tail))
+    parts.append(packer.flush())
+    return b"".join(parts)
+
+
+def deeply_nested(levels: int) -> bytes:
+    """A searchset Bundle whose one Observation carries extensions nested so that the JSON is
+    about `levels` deep (each extension is an object in an array: two levels)."""
+    pairs = max(1, levels // 2)
+    inner = '{"url": "x", "extension": [' * pairs + "]}" * pairs
+    return (
+        '{"resourceType": "Bundle", "type": "searchset", "entry": [{"search": {"mode": "match"}, '
+        '"resource": {"resourceType": "Observation", "id": "deep", "status": "final", '
+        f'"code": {{"text": "x"}}, "extension": [{inner}]}}}}]}}'
+    ).encode()

@@ -390,7 +390,9 @@ def test_a_statement_without_batch_or_resource_lists(
     rsps: responses.RequestsMock, client: FhirClient, wire: Wire
 ) -> None:
     rsps.add(responses.GET, f"{BASE}/metadata", json=wire("fhir-data-pipes/fhir-metadata-sample"))
-    assert not client.supports_batch()
+    assert not client.declares_batch()
+    assert client.supports_batch()  # auto: the first batch is a probe, declared or not
+    assert client.batch_mode == "not decided yet"
     assert client.supports_type("MedicationAdministration")  # nothing listed: not an omission
 
 
@@ -400,11 +402,13 @@ def test_the_batch_setting_overrides_the_statement(
     rsps.add(responses.GET, f"{BASE}/metadata", json=wire("fhir-data-pipes/fhir-metadata-sample"))
     always = make_client(batch="always")
     assert always.supports_batch() and always.request_count == 0  # no need to ask
+    assert (always.batch_mode, always.batch_mode_reason) == ("batch", "MEDCARE_FHIR_BATCH=always")
     rsps.replace(
         responses.GET, f"{BASE}/metadata", json=wire("fhir-kit-client/valid-capability-statement")
     )
     never = make_client(batch="never")
     assert not never.supports_batch()
+    assert never.batch_mode == "concurrent searches"
     assert make_client(batch="auto").supports_batch()
     with pytest.raises(ValueError, match="batch: expected one of auto, always, never"):
         make_client(batch="sometimes")
