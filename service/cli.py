@@ -19,7 +19,13 @@ from typing import TextIO
 from urllib.parse import urlsplit
 
 from service import __version__
-from service.config import DEFAULT_SOURCE, ConfigError, fhir_batch_from_env, read_secret
+from service.config import (
+    DEFAULT_SOURCE,
+    ConfigError,
+    fhir_batch_from_env,
+    fhir_limits_from_env,
+    read_secret,
+)
 from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirError
@@ -186,6 +192,8 @@ def make_client(base_url: str) -> FhirClient:
         auth_from_env(os.environ),
         verify=ca_bundle or True,
         batch=fhir_batch_from_env(os.environ),
+        max_answer_bytes=fhir_limits_from_env(os.environ)[0],
+        deadline_s=fhir_limits_from_env(os.environ)[1],
     )
 
 
@@ -302,6 +310,8 @@ def _server_screens(
         for problem in record.problems:
             print(f"medcare-screen: warning: Patient/{patient_id}: {problem}", file=err)
         yield screen_record(screener, record, as_of)
+    client = source.client  # which way the server was read, and why (MEDCARE_FHIR_BATCH)
+    print(f"medcare-screen: FHIR reads: {client.batch_mode} ({client.batch_mode_reason})", file=err)
 
 
 def _print_report(args: argparse.Namespace, report: Report, out: TextIO, err: TextIO) -> None:

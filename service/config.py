@@ -77,7 +77,10 @@ class Settings:
     mappings_dir: Path | None = None
     tls_ca_bundle: str | None = None
     tls_verify: bool = True
-    fhir_batch: str = "auto"  # auto (the CapabilityStatement decides) | always | never
+    fhir_batch: str = "auto"  # auto (the first batch is a probe) | always | never
+    # limits on one FHIR answer: bytes after decompression, seconds for the whole answer
+    fhir_max_answer_bytes: int = 50_000_000
+    fhir_deadline_s: float = 120.0
     # API authentication: sha256 hex digests of accepted bearer tokens, and/or a JWT issuer
     api_token_hashes: tuple[str, ...] = ()
     jwt_issuer: str | None = None
@@ -135,6 +138,15 @@ class Settings:
 BATCH_MODES = ("auto", "always", "never")
 
 
+def fhir_limits_from_env(env: Mapping[str, str]) -> tuple[int, float]:
+    """MEDCARE_FHIR_MAX_ANSWER_BYTES (default 50 MB) and MEDCARE_FHIR_DEADLINE_S (120 s): the
+    cap on one answer after decompression and the total time one request may take."""
+    return (
+        _int(env, "MEDCARE_FHIR_MAX_ANSWER_BYTES", 50_000_000),
+        float(_int(env, "MEDCARE_FHIR_DEADLINE_S", 120)),
+    )
+
+
 def fhir_batch_from_env(env: Mapping[str, str]) -> str:
     """MEDCARE_FHIR_BATCH: auto (default), always or never (see FhirClient.supports_batch)."""
     value = (env.get("MEDCARE_FHIR_BATCH") or "auto").strip().lower()
@@ -163,6 +175,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         tls_ca_bundle=env.get("MEDCARE_TLS_CA_BUNDLE") or None,
         tls_verify=_bool(env, "MEDCARE_TLS_VERIFY", True),
         fhir_batch=fhir_batch_from_env(env),
+        fhir_max_answer_bytes=fhir_limits_from_env(env)[0],
+        fhir_deadline_s=fhir_limits_from_env(env)[1],
         api_token_hashes=tuple(
             h.strip().lower() for h in hashes.replace("\n", ",").split(",") if h.strip()
         ),

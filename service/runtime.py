@@ -144,6 +144,8 @@ class Runtime:
                 verify=settings.tls_ca_bundle or settings.tls_verify,
                 pool_size=settings.http_pool_size,
                 batch=settings.fhir_batch,
+                max_answer_bytes=settings.fhir_max_answer_bytes,
+                deadline_s=settings.fhir_deadline_s,
             )
             if settings.fhir_base_url
             else None
