@@ -7,6 +7,7 @@ pass their own settings and may pass a runtime.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -19,6 +20,7 @@ from service.api.errors import ApiError, ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
 from service.api.security import ApiAuthenticator, JwksCache, JwtVerifier, Unauthorized
 from service.config import Settings, settings_from_env
+from service.fhir import json_input
 from service.runtime import Runtime
 
 log = logging.getLogger("medcare_screen.api")
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             g.principal = authenticator.authenticate(request.headers.get("Authorization"))
         except Unauthorized as exc:
             raise ApiError(401, "unauthorized", str(exc)) from exc
+        check_json_body()
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
@@ -96,6 +99,27 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     register_metrics(app)
     register_error_handlers(app)
     return app
+
+
+def check_json_body() -> None:
+    """Refuse, with a 400 that says why, a JSON body that webargs' `json.loads` would misread or
+    choke on: two equal keys in one object (json.loads keeps the last, silently), or nesting
+    deeper than any FHIR data (json.loads raises RecursionError near 1,000 levels: a 500).
+    Called after authentication, so a caller without credentials learns nothing about bodies.
+    A body that is not JSON at all is left to webargs' own 400."""
+    if not request.is_json:
+        return
+    data = request.get_data(cache=True)
+    if not data:
+        return
+    try:
+        json_input.loads(data, unique_keys=True)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return
+    except json_input.DuplicateKey as exc:
+        raise ApiError(400, "duplicate-key", f"the request body is refused: {exc}") from None
+    except json_input.NestedTooDeeply as exc:
+        raise ApiError(400, "malformed-json", f"the request body is {exc}") from None
 
 
 def _authenticator(settings: Settings) -> ApiAuthenticator:

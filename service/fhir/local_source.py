@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.fhir import json_input
 from service.fhir.record import (
     CLINICAL_TYPES,
     PatientRecord,
@@ -115,7 +116,7 @@ class LocalSource:
 
     def _ndjson(self, file: Path) -> Iterator[tuple[Resource, str | None]]:
         try:
-            handle = file.open(encoding="utf-8")
+            handle = file.open("rb")  # decoded line by line: one bad line is one problem
         except OSError as exc:
             raise SourceError(f"{file}: cannot be opened ({exc.strerror})") from exc
         with handle:
@@ -123,11 +124,17 @@ class LocalSource:
                 if not line.strip():
                     continue
                 try:
-                    resource = json.loads(line)
+                    resource = json_input.loads(line)
                 except json.JSONDecodeError as exc:
                     self.problems.append(
                         f"{file} line {number}: not valid JSON ({exc.msg}), skipped"
                     )
+                    continue
+                except UnicodeDecodeError:
+                    self.problems.append(f"{file} line {number}: not UTF-8, skipped")
+                    continue
+                except json_input.NestedTooDeeply as exc:
+                    self.problems.append(f"{file} line {number}: {exc}, skipped")
                     continue
                 if not isinstance(resource, dict) or "resourceType" not in resource:
                     self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
@@ -148,11 +155,13 @@ def source_files(folder: Path) -> list[Path]:
 def _read_json(file: Path) -> Any:
     try:
         with file.open(encoding="utf-8") as handle:
-            return json.load(handle)
+            return json_input.loads(handle.read())
     except json.JSONDecodeError as exc:
         raise SourceError(
             f"{file}: line {exc.lineno} column {exc.colno}: not valid JSON ({exc.msg})"
         ) from exc
+    except json_input.NestedTooDeeply as exc:
+        raise SourceError(f"{file}: not a FHIR resource or Bundle ({exc})") from None
     except UnicodeDecodeError as exc:
         raise SourceError(f"{file}: not UTF-8 text") from exc
     except OSError as exc:

@@ -35,6 +35,8 @@ def validate_resource(resource: dict[str, Any]) -> None:
         raise UnreadableResource(_describe(exc)) from exc
     except (TypeError, ValueError) as exc:  # fhir.resources raises these for some shapes
         raise UnreadableResource(type(exc).__name__) from exc
+    except RecursionError:  # validation recurses per level: ~150 nested extensions suffice
+        raise UnreadableResource("nested too deeply") from None
 
 
 def _describe(error: ValidationError) -> str:

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
+from service.fhir import json_input
 from service.fhir.local_source import KEPT_TYPES, SourceError, source_files
 from service.fhir.record import (
     PatientRecord,
@@ -479,10 +480,12 @@ def _line_aligned(reader: IO[bytes], offset: int) -> int:
 def _decode(raw: bytes) -> Resource | str:
     """The resource of one line, or what is wrong with the line."""
     try:
-        resource = json.loads(raw)
+        resource = json_input.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         message = exc.msg if isinstance(exc, json.JSONDecodeError) else "not UTF-8"
         return f"not valid JSON ({message}), skipped"
+    except json_input.NestedTooDeeply as exc:
+        return f"{exc}, skipped"
     if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
         return "not a FHIR resource, skipped"
     return resource

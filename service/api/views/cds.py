@@ -17,7 +17,7 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from service.api.app import runtime
+from service.api.app import check_json_body, runtime
 from service.api.errors import ApiError, ErrorSchema
 from service.api.schemas import FHIR_ID
 from service.api.security import JwksCache, JwtVerifier, Unauthorized
@@ -226,6 +226,14 @@ def _authenticate_ehr() -> None:
     without one learns nothing, not even which fields the body lacks."""
     if request.method == "POST":
         _verify_ehr_jwt()
+
+
+@blp.before_request
+def _check_body() -> None:
+    """After the JWT (registered after _authenticate_ehr): duplicate keys or deep nesting in a
+    prefetch are a 400, never a 500 (service.api.app.check_json_body)."""
+    if request.method == "POST":
+        check_json_body()
 
 
 def _verify_ehr_jwt() -> None:

@@ -1,0 +1,74 @@
+"""JSON from outside (source files, NDJSON lines, request bodies) decoded with the limits that
+`json.loads` lacks.
+
+Nesting: Python's decoder gives up with a RecursionError near 1,000 levels, and fhir.resources
+validation already near 300 (extensions within extensions); real FHIR data is under 10 levels
+deep (the fixtures and the Synthea sample: 8). So a document deeper than MAX_DEPTH is refused
+as malformed input, with a ValueError the caller reports like any other bad line or body,
+instead of a RecursionError that would stop a whole screen or fail a request with a 500.
+
+Duplicate keys: `json.loads` silently keeps the last of two equal keys, so two readers of the
+same body may see different values; where asked (API bodies) they are refused, naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+MAX_DEPTH = 100
+KEY_SHOWN = 64  # characters of a duplicate key quoted in the message
+
+
+class NestedTooDeeply(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"nested more than {MAX_DEPTH} levels deep")
+
+
+class DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        shown = key if len(key) <= KEY_SHOWN else key[:KEY_SHOWN] + "..."
+        super().__init__(f"the key {shown!r} appears twice in one object")
+        self.key = key
+
+
+def loads(data: str | bytes, *, unique_keys: bool = False) -> Any:
+    """`json.loads`, raising NestedTooDeeply beyond MAX_DEPTH and, with `unique_keys`,
+    DuplicateKey; JSONDecodeError and UnicodeDecodeError pass through as from json.loads."""
+    try:
+        value = json.loads(data, object_pairs_hook=_unique_object if unique_keys else None)
+    except RecursionError:
+        raise NestedTooDeeply() from None
+    if _brackets(data) > MAX_DEPTH and too_deep(value):
+        raise NestedTooDeeply()
+    return value
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """True when objects and arrays nest more than `limit` levels (counted without recursion)."""
+    if not isinstance(value, dict | list):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _brackets(data: str | bytes) -> int:
+    """An upper bound of the nesting depth, counted in C: most lines need no walk at all."""
+    if isinstance(data, bytes):
+        return data.count(b"{") + data.count(b"[")
+    return data.count("{") + data.count("[")
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise DuplicateKey(key)
+        result[key] = value
+    return result
