@@ -76,6 +76,13 @@ def test_fixture_screens_to_its_expected_result(screener: Screener, expected_pat
     assert result["status"] == expected["status"]
     assert result["patient_type"] == expected["patient_type"]
     assert result["strata"] == expected["strata"]
+    assert result["rules_version"] == expected["rules_version"]
+    # the lists of criteria.md §2 (informational unknowns stay out of missing_data; nothing is
+    # missing after a hard exclusion), compared as sets: their order is the §3 order anyway
+    for key in ("missing_data", "needs_review"):
+        assert sorted(result[key]) == sorted(expected[key]), (
+            f"{key}: got {result[key]}, expected {expected[key]}"
+        )
     for cid, fragments in expected.get("reason_contains", {}).items():
         for fragment in fragments:
             assert fragment in reasons[cid], f"{cid}: {fragment!r} not in {reasons[cid]!r}"
