@@ -38,6 +38,8 @@ OBSERVATION_VALUE_SETS: Final = (
     "imaging-lesion",
     "disease-status",
     "histology-observation",
+    "m-category",
+    "size-observation",
 )
 MEDICATION_USE_TYPES: Final = (
     "MedicationStatement",

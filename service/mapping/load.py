@@ -12,6 +12,7 @@ from marshmallow import Schema, ValidationError
 
 from service.mapping.model import (
     DrugEntry,
+    LesionMaps,
     Mappings,
     MedicationCatalogue,
     Parameters,
@@ -21,6 +22,7 @@ from service.mapping.model import (
     word_pattern,
 )
 from service.mapping.schemas import (
+    LesionMapFileSchema,
     MedicationsFileSchema,
     ParametersFileSchema,
     UnitsFileSchema,
@@ -63,6 +65,7 @@ def load_mappings(directory: Path | None = None) -> Mappings:
     codesystem = _load_codesystem(folder / "codesystem-screening.json")
 
     valuesets = _build_valuesets(folder / "valuesets.yaml", valuesets_doc)
+    lesion_maps, lesion_versions = _load_lesion_maps(folder, valuesets)
     terms = valuesets_doc["malignancy_terms"]
     return Mappings(
         valuesets=valuesets,
@@ -87,7 +90,9 @@ def load_mappings(directory: Path | None = None) -> Mappings:
             "units": units_doc["header"]["version"],
             "parameters": parameters_doc["header"]["version"],
             "codesystem": str(codesystem.get("version")),
+            **lesion_versions,
         },
+        lesion_maps=lesion_maps,
     )
 
 
@@ -146,6 +151,68 @@ def _build_valuesets(path: Path, doc: dict[str, Any]) -> dict[str, ValueSet]:
     if missing:
         raise MappingError(f"{path}: concepts: missing required concept(s) {', '.join(missing)}")
     return result
+
+
+LESION_MAP_FILES = ("body-sites", "lesion-sizes", "imaging-methods")
+
+
+def _load_lesion_maps(
+    folder: Path, valuesets: dict[str, ValueSet]
+) -> tuple[LesionMaps, dict[str, str]]:
+    """The lesion mapping files (criteria.md §4): their concepts join the value sets (a name may
+    not repeat one), their `region` / `spinal` marks become value sets of their own."""
+    regions: dict[str, tuple[set[tuple[str, str]], list[tuple[frozenset[str], str]]]] = {}
+    spinal_exact: set[tuple[str, str]] = set()
+    spinal_prefixes: list[tuple[frozenset[str], str]] = []
+    names: dict[str, Any] = {}
+    units: dict[str, float] = {}
+    versions: dict[str, str] = {}
+    for stem in LESION_MAP_FILES:
+        path = folder / f"{stem}.yaml"
+        doc = _load(path, LesionMapFileSchema())
+        versions[stem] = doc["header"]["version"]
+        for name, concept in doc["concepts"].items():
+            if name in valuesets:
+                raise MappingError(f"{path}: concepts.{name}: already defined elsewhere")
+            exact: set[tuple[str, str]] = set()
+            originals: list[tuple[str, str]] = []
+            prefixes: list[tuple[frozenset[str], str]] = []
+            for index, entry in enumerate(concept["codes"]):
+                where = f"concepts.{name}.codes.{index}"
+                systems = _systems(path, doc["systems"], entry["system"], where)
+                code = normalize_code(entry.get("code") or entry["prefix"])
+                region = regions.setdefault(entry["region"], (set(), [])) if "region" in entry else None
+                if "code" in entry:
+                    pairs = {(system, code) for system in systems}
+                    exact |= pairs
+                    originals.extend((system, entry["code"]) for system in systems)
+                    if region is not None:
+                        region[0].update(pairs)
+                    if entry["spinal"]:
+                        spinal_exact |= pairs
+                else:
+                    prefixes.append((frozenset(systems), code))
+                    if region is not None:
+                        region[1].append((frozenset(systems), code))
+                    if entry["spinal"]:
+                        spinal_prefixes.append((frozenset(systems), code))
+            valuesets[name] = ValueSet(
+                name, concept["description"], frozenset(exact), tuple(prefixes), tuple(originals)
+            )
+        for name, phrases in doc["names"].items():
+            if (pattern := word_pattern(phrases)) is not None:
+                names[name] = pattern
+        units.update(doc["length_units_mm"])
+    maps = LesionMaps(
+        regions={
+            key: ValueSet(f"region:{key}", key, frozenset(exact), tuple(prefixes))
+            for key, (exact, prefixes) in regions.items()
+        },
+        spinal=ValueSet("spinal-site", "spinal sites", frozenset(spinal_exact), tuple(spinal_prefixes)),
+        names=names,
+        length_units_mm=units,
+    )
+    return maps, versions
 
 
 def _systems(path: Path, aliases: dict[str, list[str]], system: str, where: str) -> list[str]:

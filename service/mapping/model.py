@@ -122,6 +122,17 @@ class Parameters:
 
 
 @dataclass(frozen=True)
+class LesionMaps:
+    """What the lesion mapping files add beside their value sets (criteria.md §4): the organ or
+    node region of each site code, the spinal site codes, modality words, length units."""
+
+    regions: dict[str, ValueSet] = field(default_factory=dict)
+    spinal: ValueSet = field(default_factory=lambda: ValueSet("spinal-site", "", frozenset()))
+    names: dict[str, re.Pattern[str]] = field(default_factory=dict)
+    length_units_mm: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Mappings:
     """Everything in mappings/, as the engine needs it."""
 
@@ -134,6 +145,7 @@ class Mappings:
     parameters: Parameters
     codesystem: dict[str, Any]
     versions: dict[str, str]
+    lesion_maps: LesionMaps = field(default_factory=LesionMaps)
 
     def vs(self, name: str) -> ValueSet:
         return self.valuesets[name]

@@ -39,6 +39,39 @@ class ConceptSchema(Schema):
     codes = fields.List(fields.Nested(CodeEntrySchema), required=True)
 
 
+class LesionCodeEntrySchema(CodeEntrySchema):
+    """A code in a lesion mapping file (body-sites, sizes, imaging methods): a code entry that
+    may also name the organ or node region it belongs to and whether it is spinal."""
+
+    region = fields.String()
+    spinal = fields.Boolean(load_default=False)
+
+
+class LesionConceptSchema(Schema):
+    description = fields.String(required=True)
+    codes = fields.List(fields.Nested(LesionCodeEntrySchema), required=True)
+
+
+class LesionMapFileSchema(Schema):
+    """mappings/body-sites.yaml, lesion-sizes.yaml, imaging-methods.yaml (criteria.md §4)."""
+
+    header = fields.Nested(HeaderSchema, required=True)
+    systems = fields.Dict(
+        keys=fields.String(),
+        values=fields.List(fields.Url(schemes={"http", "https"})),
+        required=True,
+    )
+    concepts = fields.Dict(
+        keys=fields.String(), values=fields.Nested(LesionConceptSchema), required=True
+    )
+    names = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
+    length_units_mm = fields.Dict(
+        keys=fields.String(),
+        values=fields.Float(validate=validate.Range(min=0, min_inclusive=False)),
+        load_default=dict,
+    )
+
+
 class TermsSchema(Schema):
     # data_key: 'include' / 'exclude' are reserved names on a marshmallow Schema
     include_terms = fields.List(fields.String(), required=True, data_key="include")

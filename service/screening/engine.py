@@ -27,7 +27,8 @@ from service.screening.criteria import (
     therapy,
 )
 from service.screening.extract import MEDICATION_CONCEPT, FactExtractor
-from service.screening.lesions import find_progression, recorded_site_classes
+from service.screening.lesions import localization as lesion_localization
+from service.screening.lesions import metastases_stratum
 from service.screening.result import (
     CRITERIA,
     CriterionResult,
@@ -106,8 +107,6 @@ DEPENDS_ON: dict[str, frozenset[str]] = {
         }
     ),
 }
-_BONE_OR_VISCERAL = {"site-bone", "site-visceral", "site-intracranial"}
-_LOCAL_OR_NODE = {"site-local", "site-regional-node", "site-nonregional-node"}
 
 
 class Screener:
@@ -177,17 +176,8 @@ class Screener:
 
 
 def _strata(ctx: Context, patient_type: int | None) -> dict[str, str | None]:
-    progression = find_progression(ctx)
-    metastases = None
-    if progression.exact is not None and progression.exact >= 1:
-        metastases = "1" if progression.exact == 1 else ">1"
-    sites = recorded_site_classes(ctx)
-    localization = (
-        "M1b-M1c"
-        if sites & _BONE_OR_VISCERAL
-        else "local-N-M1a"
-        if sites & _LOCAL_OR_NODE
-        else None
-    )
+    # criteria.md §6 (medcare-2): lesions.py reads both from every place a site is written
+    metastases = metastases_stratum(ctx)
+    localization = lesion_localization(ctx)
     systemic = {1: "type-1", 2: "type-2"}.get(patient_type) if patient_type else None
     return {"metastases": metastases, "localization": localization, "systemic_therapy": systemic}

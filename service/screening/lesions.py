@@ -1,66 +1,141 @@
-"""Progressive lesions from the four representations of criteria.md §4, in order of precedence.
+"""Progressive lesions as a count range [low, high] (criteria.md §4, medcare-2).
 
-1. a lesion-count observation (exact count; intracranial count in a component);
-2. lesion-level findings (new/progressive ones on the most recent imaging date give a count);
-3. a disease-status observation "worsened" (progression documented, count unknown);
-4. new metastasis Conditions (each distinct site counts at least one: a lower bound).
-Only evidence dated within the imaging window (42 days before as_of) is used.
+Four representations, each read on its own, then weighed:
+1. a lesion-count observation: [n, n] (a count made on PET is itself possible: [0, n]);
+2. lesion-level findings of every exam in the window, combined by site: [certain,
+   certain + possible] (possible: PET, flare, size, unknown location, unmatched across exams);
+3. a disease status "worsened": [1, open] (not when it rests on laboratory results only);
+4. new metastasis Conditions, counted by organ or node region: [certain sites, open] (an onset
+   in the window is certain, a recordedDate alone possible).
+The primary evidence is the first present in the order 1, 2, then 3 and 4 together (low is the
+larger of the two). No representation hides another: sources that fall on different sides of
+the limit are a conflict, and a progressive intracranial lesion from any of them is reported.
+
+Only evidence dated within the imaging window (42 days before as_of) is used. The helpers at the
+end (prostate_metastases, spinal sites, ...) are for every criterion that reads metastases.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import date, timedelta
 
-from service.fhir.dates import FhirDay
-from service.mapping.model import codings_of, normalize_code
-from service.screening.concepts import SITE_CONCEPTS
-from service.screening.context import Context, fmt_number, most_recent_first
+from service.fhir.dates import FhirDay, parse_fhir_day
+from service.screening.bodysites import (
+    BONE,
+    CLASS_WORDS,
+    INTRACRANIAL,
+    POSSIBLY_INTRACRANIAL,
+    REGION_WEIGHT,
+    UNKNOWN,
+    Site,
+    classify,
+    condition_site,
+    is_metastasis_condition,
+    is_prostate_metastasis,
+    is_unconfirmed,
+    other_primary,
+    unknown_site,
+    verification,
+)
+from service.screening.context import Context, join_names, most_recent_first
 from service.screening.facts import ClinicalFact
+from service.screening.imaging import (
+    Castration,
+    Modality,
+    castration_at,
+    flare_start,
+    lab_only_status,
+    modality_of,
+)
 from service.screening.result import Evidence
+from service.screening.sizes import POSSIBLE, SET_ASIDE, judge, read_size
+
+__all__ = [
+    "Progression",
+    "Source",
+    "bone_metastases_without_site",
+    "condition_site",
+    "find_progression",
+    "finding_site",
+    "is_prostate_metastasis",
+    "localization",
+    "metastases_stratum",
+    "prostate_metastases",
+    "recorded_site_classes",
+    "spinal_metastasis_sites",
+]  # fmt: skip
 
 COUNT, FINDINGS, DISEASE_STATUS, CONDITIONS = "count", "findings", "disease-status", "conditions"
+STATUS_AND_CONDITIONS = "disease-status-and-conditions"
 REPRESENTATION_NAMES = {
     COUNT: "lesion-count observation",
     FINDINGS: "lesion-level imaging findings",
     DISEASE_STATUS: "disease-status observation",
     CONDITIONS: "new metastasis conditions",
+    STATUS_AND_CONDITIONS: "disease status and new metastasis conditions",
 }
-NODE_SITES = ("site-regional-node", "site-nonregional-node")
 _ACTIVE_OR_UNSET = {None, "active", "recurrence", "relapse"}
 
 
 @dataclass
-class Progression:
-    """What the highest-precedence representation in the window says."""
+class Source:
+    """One representation's range, and what it rests on (for the reason and the conflict)."""
 
-    representation: str | None = None
-    exact: int | None = None
-    lower_bound: int | None = None
-    intracranial: int = 0
-    unclear_site: int = 0
-    day: FhirDay | None = None
+    kind: str
+    low: int
+    high: int | None  # None: open
+    day: FhirDay | None  # date of the evidence (latest exam / count / status)
+    text: str  # 'lesion count of 2 on 2026-11-10 (CT)'
     evidence: list[Evidence] = field(default_factory=list)
+    pet_only: bool = False
+    progression_day: date | None = None  # earliest certain progression in it
+    modality: str | None = None
+
+
+@dataclass
+class Progression:
+    """The count range of progressive extracranial lesions in the window, and its caveats."""
+
+    representation: str | None = None  # the primary evidence
+    low: int = 0
+    high: int | None = 0
+    sources: list[Source] = field(default_factory=list)
+    conflict: list[Source] = field(default_factory=list)
+    intracranial: list[str] = field(default_factory=list)  # progressive intracranial lesions
+    possibly_intracranial: list[str] = field(default_factory=list)
+    possible: list[str] = field(default_factory=list)  # possible lesions, with why
+    set_aside: list[str] = field(default_factory=list)  # not lesions (size), with the value
+    no_size: list[str] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    unconfirmed_sites: int = 0  # regions only unconfirmed Conditions name (never decide)
+    other_primary: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    day: FhirDay | None = None  # the progression date (certain progression only)
+    castration: Castration | None = None
     latest_outside_window: FhirDay | None = None
+    outside_window_text: str | None = None
 
     @property
     def documented(self) -> bool:
-        """Progression is shown (count > 0, a lower bound, or a 'worsened' status)."""
-        if self.exact is not None:
-            return self.exact > 0 or self.intracranial > 0
-        return self.representation is not None
+        """Certain progression is documented in the window (it then has a progression date)."""
+        return self.day is not None
+
+    @property
+    def exact(self) -> int | None:
+        return self.low if self.high == self.low else None
+
+    @property
+    def primary(self) -> Source | None:
+        return next((s for s in self.sources if s.kind == self.representation), None)
 
     def source(self) -> str:
-        name = REPRESENTATION_NAMES.get(self.representation or "", "no evidence")
-        return f"{name} on {self.day}" if self.day else name
+        primary = self.primary
+        return primary.text if primary else "no evidence"
 
 
-def site_class(ctx: Context, concept: Any) -> str | None:
-    for name in SITE_CONCEPTS:
-        if ctx.mappings.vs(name).matches(concept):
-            return name
-    return None
+# -- the window ----------------------------------------------------------------------------------
 
 
 def find_progression(ctx: Context) -> Progression:
@@ -76,164 +151,510 @@ def find_progression(ctx: Context) -> Progression:
     )
     usable = [f for f in candidates if f.status in ctx.params.observation_statuses_used]
     in_window = [f for f in usable if ctx.in_window(f.day, days)]
-    progression = (
-        _from_counts(ctx, [f for f in in_window if f.has("lesion-count")])
-        or _from_findings(ctx, [f for f in in_window if f.has("imaging-lesion")])
-        or _from_disease_status(ctx, [f for f in in_window if f.has("disease-status")])
-        or _from_conditions(ctx, days)
-        or Progression()
-    )
-    if progression.representation is None:
-        older = [f.day for f in usable if f.day is not None and not ctx.in_window(f.day, days)]
-        older += [
-            f.day for f in facts.conditions
-            if f.day is not None and site_class(ctx, f.resource.get("code")) is not None
-            and not ctx.in_window(f.day, days)
-        ]  # fmt: skip
-        progression.latest_outside_window = max(older, default=None)
+    progression = Progression()
+    sources = [
+        _from_counts(ctx, progression, [f for f in in_window if f.has("lesion-count")]),
+        _from_findings(ctx, progression, [f for f in in_window if f.has("imaging-lesion")]),
+        _from_status_and_conditions(
+            ctx, progression, [f for f in in_window if f.has("disease-status")], days
+        ),
+    ]
+    progression.sources = [s for s in sources if s is not None]
+    _weigh(ctx, progression)
+    if not progression.sources:
+        _outside_window(ctx, progression, usable, days)
     ctx.cache["progression"] = progression
     return progression
 
 
-def _from_counts(ctx: Context, counts: list[ClinicalFact]) -> Progression | None:
+def _weigh(ctx: Context, progression: Progression) -> None:
+    limit = ctx.params.max_progressive_lesions
+    if not progression.sources:
+        return
+    primary = progression.sources[0]
+    progression.representation = primary.kind
+    progression.low, progression.high = primary.low, primary.high
+    for source in progression.sources:
+        progression.evidence.extend(e for e in source.evidence if e not in progression.evidence)
+    at_most = [s for s in progression.sources if s.high is not None and s.high <= limit]
+    above = [s for s in progression.sources if s.low > limit]
+    if at_most and above:
+        progression.conflict = at_most + above
+    if primary.progression_day is not None:
+        progression.day = FhirDay(
+            primary.progression_day, primary.progression_day, primary.progression_day.isoformat()
+        )
+        progression.castration = castration_at(ctx, primary.progression_day)
+
+
+def _outside_window(
+    ctx: Context, progression: Progression, usable: list[ClinicalFact], days: int
+) -> None:
+    older = [f for f in usable if f.day is not None and not ctx.in_window(f.day, days)]
+    older += [
+        f for f in ctx.facts.conditions
+        if f.day is not None and is_prostate_metastasis(ctx, f) and not ctx.in_window(f.day, days)
+        and f.day.earliest <= ctx.as_of
+    ]  # fmt: skip
+    if not older:
+        return
+    latest = max(older, key=lambda f: f.day.earliest if f.day else date.min)
+    assert latest.day is not None
+    progression.latest_outside_window = latest.day
+    ago = (ctx.as_of - latest.day.earliest).days
+    what = latest.label
+    if latest.has("lesion-count") and isinstance(latest.resource.get("valueInteger"), int):
+        n = latest.resource["valueInteger"]
+        what = f"{n} progressive lesion{'s' if n != 1 else ''}"
+    progression.outside_window_text = f"{what} on {latest.day}, {ago} days ago"
+
+
+# -- 1. a lesion-count observation ---------------------------------------------------------------
+
+
+def _from_counts(
+    ctx: Context, progression: Progression, counts: list[ClinicalFact]
+) -> Source | None:
     for fact in most_recent_first(counts):
-        resource = fact.resource
-        exact, lower = _count_value(resource)
+        exact, lower = _count_value(fact.resource)
         if exact is None and lower is None:
+            progression.notes.append(
+                f"a lesion-count observation on {fact.day} has no usable count"
+            )
             continue
-        intracranial = 0
-        for component in resource.get("component") or []:
+        modality = modality_of(ctx, fact)
+        for component in fact.resource.get("component") or []:
             if ctx.mappings.vs("lesion-count-intracranial").matches(component.get("code")):
-                intracranial += _count_value(component)[0] or 0
-        return Progression(COUNT, exact, lower, intracranial, 0, fact.day, [fact.evidence])
+                n = _count_value(component)[0] or _count_value(component)[1] or 0
+                if n:
+                    progression.intracranial.append(
+                        f"{n} progressive intracranial lesion{'s' if n != 1 else ''} in the "
+                        f"lesion count of {fact.day}"
+                    )
+        low, high = (exact, exact) if exact is not None else (lower or 0, None)
+        what = (
+            f"lesion count of {exact}" if exact is not None else f"lesion count of at least {lower}"
+        )
+        on = _on(fact.day, modality)
+        if modality.pet:
+            progression.possible.append(
+                f"the {what} was made on PET ({modality.name}): its lesions are possible only"
+            )
+            low = 0
+        certain_day = fact.day.earliest if fact.day and low >= 1 else None
+        return Source(
+            COUNT, low, high, fact.day, f"{what} {on}", [fact.evidence],
+            pet_only=modality.pet, progression_day=certain_day, modality=modality.name,
+        )  # fmt: skip
     return None
 
 
-def _count_value(holder: dict[str, Any]) -> tuple[int | None, int | None]:
+def _count_value(holder: dict[str, object]) -> tuple[int | None, int | None]:
     """(exact, lower bound) from valueInteger, or valueQuantity with an optional comparator."""
-    if isinstance(holder.get("valueInteger"), int):
-        return holder["valueInteger"], None
+    value = holder.get("valueInteger")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value, None
     quantity = holder.get("valueQuantity")
     if isinstance(quantity, dict) and isinstance(quantity.get("value"), int | float):
-        value = int(quantity["value"])
+        number = int(quantity["value"])
         comparator = quantity.get("comparator")
         if comparator == ">=":
-            return None, value
+            return None, number
         if comparator == ">":
-            return None, value + 1
+            return None, number + 1
         if comparator is None:
-            return value, None
+            return number, None
     return None, None
 
 
-def _size_mm(ctx: Context, finding: dict[str, Any]) -> float | None:
-    for component in finding.get("component") or []:
-        if ctx.mappings.vs("lesion-size").matches(component.get("code")):
-            quantity = component.get("valueQuantity") or {}
-            value, unit = (
-                quantity.get("value"),
-                (quantity.get("code") or quantity.get("unit") or ""),
-            )
-            if isinstance(value, int | float):
-                factor = {"mm": 1.0, "cm": 10.0}.get(str(unit).casefold())
-                if factor is not None:
-                    return float(value) * factor
-    return None
+def _on(day: FhirDay | None, modality: Modality) -> str:
+    how = modality.name or "imaging, modality not stated"
+    return f"on {day} ({how})" if day else f"({how}, no date)"
 
 
-def _from_findings(ctx: Context, findings: list[ClinicalFact]) -> Progression | None:
+# -- 2. lesion-level findings --------------------------------------------------------------------
+
+
+@dataclass
+class _Lesion:
+    site: Site
+    exam: date
+    certain: bool
+    why: str  # why it is only possible ('' when certain)
+
+
+def finding_site(ctx: Context, fact: ClinicalFact) -> Site:
+    """Where a lesion-level finding is (unknown location when nothing classifies its site)."""
+    body_site = fact.resource.get("bodySite")
+    return classify(ctx, body_site) or unknown_site(body_site)
+
+
+def _from_findings(
+    ctx: Context, progression: Progression, findings: list[ClinicalFact]
+) -> Source | None:
     if not findings:
         return None
-    latest_day = max(f.day.earliest for f in findings if f.day is not None)
-    on_latest = [f for f in findings if f.day is not None and f.day.earliest == latest_day]
-    progression = Progression(FINDINGS, exact=0, day=on_latest[0].day)
-    params = ctx.params
-    for fact in sorted(on_latest, key=lambda f: f.evidence.reference):
+    vs = ctx.mappings.vs
+    lesions: list[_Lesion] = []
+    exams: set[date] = set()
+    modalities: set[str] = set()
+    all_pet = True
+    evidence: list[Evidence] = []
+    for fact in sorted(
+        findings, key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference)
+    ):
+        assert fact.day is not None  # in the window, so dated
+        exam = fact.day.earliest
+        exams.add(exam)
         value = fact.resource.get("valueCodeableConcept")
-        vs = ctx.mappings.vs
+        modality = modality_of(ctx, fact)
+        all_pet = all_pet and modality.pet
+        modalities.add(modality.name or "modality not stated")
         if vs("lesion-stable").matches(value) or vs("lesion-regressing").matches(value):
+            evidence.append(fact.evidence)
             continue
         if not (vs("lesion-new").matches(value) or vs("lesion-progressive").matches(value)):
-            progression.notes.append(f"{fact.evidence.reference} has no recognised value")
+            progression.notes.append(f"a finding on {fact.day} has no recognised value")
             continue
-        site = site_class(ctx, fact.resource.get("bodySite"))
-        size = _size_mm(ctx, fact.resource)
-        minimum = (
-            params.min_node_short_axis_mm if site in NODE_SITES
-            else params.min_visceral_diameter_mm if site == "site-visceral"
-            else None
-        )  # fmt: skip
-        if minimum is not None and size is not None and size <= minimum:
-            progression.notes.append(
-                f"{fact.evidence.reference} ({fmt_number(size)} mm) is not above {fmt_number(minimum)} mm"
+        evidence.append(fact.evidence)
+        site = finding_site(ctx, fact)
+        where = f"{site.name} on {fact.day}"
+        if site.klass == INTRACRANIAL:
+            progression.intracranial.append(f"intracranial lesion ({where})")
+            continue
+        if site.klass == POSSIBLY_INTRACRANIAL:
+            progression.possibly_intracranial.append(
+                f"{site.name} ({CLASS_WORDS[site.klass]}) on {fact.day}"
+            )
+        if site.klass == UNKNOWN:
+            lesions.append(
+                _Lesion(
+                    site,
+                    exam,
+                    False,
+                    f"{where}: location not classified (site code {site.code}); map it in mappings/body-sites.yaml",
+                )
             )
             continue
-        if minimum is not None and size is None:
-            progression.notes.append(f"{fact.evidence.reference} has no size and counts")
-        progression.evidence.append(fact.evidence)
-        if site == "site-intracranial":
-            progression.intracranial += 1
-        elif site == "site-unclear-cns":
-            progression.unclear_site += 1
+        if modality.pet:
+            lesions.append(
+                _Lesion(
+                    site,
+                    exam,
+                    False,
+                    f"{where}: seen on PET ({modality.name}), not conventional imaging",
+                )
+            )
+            continue
+        verdict = judge(ctx, site, read_size(ctx, fact))
+        if verdict.outcome == SET_ASIDE:
+            progression.set_aside.append(f"{site.name} on {fact.day} ({verdict.why})")
+            continue
+        if verdict.outcome == POSSIBLE:
+            lesions.append(_Lesion(site, exam, False, f"{where}: {verdict.why}"))
+            continue
+        if verdict.why == "no size recorded":
+            progression.no_size.append(where)
+        start = flare_start(ctx, exam) if site.klass == BONE else None
+        if start is not None:
+            lesions.append(
+                _Lesion(
+                    site,
+                    exam,
+                    False,
+                    f"{where}: bone lesion within 12 weeks of starting {start.what} on {start.day}, possibly a flare until a later scan confirms it",
+                )
+            )
+            continue
+        sure = site.klass != POSSIBLY_INTRACRANIAL
+        lesions.append(_Lesion(site, exam, sure, "" if sure else f"{where}: possibly intracranial"))
+    certain, possible, matched_note = _combine(lesions, len(exams))
+    progression.possible.extend(lesion.why for lesion in lesions if not lesion.certain)
+    if matched_note:
+        progression.notes.append(matched_note)
+    latest = max(exams)
+    certain_days = [lesion.exam for lesion in lesions if lesion.certain]
+    exam_list = join_names(sorted(d.isoformat() for d in exams))
+    how = join_names(sorted(modalities))
+    text = f"imaging findings on {exam_list} ({how})"
+    return Source(
+        FINDINGS, certain, certain + possible, FhirDay(latest, latest, latest.isoformat()), text,
+        evidence, pet_only=all_pet, progression_day=min(certain_days, default=None),
+        modality=how,
+    )  # fmt: skip
+
+
+def _combine(lesions: list[_Lesion], exams: int) -> tuple[int, int, str]:
+    """(certain, possible) over exams, matched by site (class and body-structure code).
+
+    A site with at most one lesion on each exam is matched across exams: one lesion, certain
+    if any exam made it certain. Where an exam has several lesions at the same site code they
+    cannot be matched: the count runs from the largest single exam to the sum of all exams
+    (criteria.md §4 item 2)."""
+    by_key: dict[str, list[_Lesion]] = {}
+    for lesion in lesions:
+        by_key.setdefault(lesion.site.key, []).append(lesion)
+    certain = possible = 0
+    unmatched = False
+    for group in by_key.values():
+        per_exam: dict[date, list[_Lesion]] = {}
+        for lesion in group:
+            per_exam.setdefault(lesion.exam, []).append(lesion)
+        if all(len(on_exam) == 1 for on_exam in per_exam.values()):
+            if any(lesion.certain for lesion in group):
+                certain += 1
+            else:
+                possible += 1
+            continue
+        largest = max(sum(1 for x in on_exam if x.certain) for on_exam in per_exam.values())
+        certain += largest
+        possible += len(group) - largest
+        unmatched = unmatched or len(per_exam) > 1
+    note = (
+        f"lesions at the same site code on {exams} exams cannot be matched one to one, so their "
+        "count runs from the largest exam to the sum of all exams"
+        if unmatched
+        else ""
+    )
+    return certain, possible, note
+
+
+# -- 3 and 4: disease status and new metastasis Conditions ---------------------------------------
+
+
+def _from_status_and_conditions(
+    ctx: Context, progression: Progression, statuses: list[ClinicalFact], days: int
+) -> Source | None:
+    status = _from_disease_status(ctx, progression, statuses)
+    conditions = _from_conditions(ctx, progression, days)
+    if status is None and conditions is None:
+        return None
+    if status is None or conditions is None:
+        return status or conditions
+    days_known = [d for d in (status.progression_day, conditions.progression_day) if d]
+    return Source(
+        STATUS_AND_CONDITIONS, max(status.low, conditions.low), None,
+        max((s.day for s in (status, conditions) if s.day), key=lambda d: d.earliest, default=None),
+        f"{status.text} and {conditions.text}", status.evidence + conditions.evidence,
+        progression_day=min(days_known, default=None),
+    )  # fmt: skip
+
+
+def _from_disease_status(
+    ctx: Context, progression: Progression, statuses: list[ClinicalFact]
+) -> Source | None:
+    worsened: list[ClinicalFact] = []
+    for fact in statuses:
+        value = fact.resource.get("valueCodeableConcept")
+        if value is None:
+            progression.notes.append(
+                f"a disease-status observation on {fact.day} has no value (progression not "
+                "documented by it)"
+            )
+            continue
+        if not ctx.mappings.vs("disease-worsened").matches(value):
+            continue
+        if lab_only_status(ctx, fact.resource):
+            progression.notes.append(
+                f"a 'worsened' disease status on {fact.day} rests on laboratory results only "
+                "(a PSA rise), not imaging: not counted"
+            )
+            continue
+        worsened.append(fact)
+    if not worsened:
+        return None
+    first = min(worsened, key=lambda f: f.day.earliest if f.day else date.max)
+    assert first.day is not None
+    return Source(
+        DISEASE_STATUS, 1, None, first.day,
+        f"disease status 'worsened' on {first.day} (no lesion count)",
+        [f.evidence for f in worsened], progression_day=first.day.earliest,
+    )  # fmt: skip
+
+
+def _from_conditions(ctx: Context, progression: Progression, days: int) -> Source | None:
+    certain_regions: dict[str, str] = {}
+    possible_regions: dict[str, str] = {}
+    unconfirmed_regions: dict[str, str] = {}
+    onsets: list[date] = []
+    evidence: list[Evidence] = []
+    for fact, site in prostate_metastases(ctx, progression):
+        onset = _onset(fact)
+        recorded = parse_fhir_day(fact.resource.get("recordedDate"))
+        onset_in = onset is not None and ctx.in_window(onset, days)
+        recorded_in = recorded is not None and ctx.in_window(recorded, days)
+        if not (onset_in or recorded_in):
+            continue
+        evidence.append(fact.evidence)
+        name = f"{fact.label} ({CLASS_WORDS[site.klass]})"
+        if is_unconfirmed(fact):
+            progression.unconfirmed.append(f"{fact.label}, recorded as {verification(fact)}")
+            if onset_in and site.extracranial:
+                unconfirmed_regions.setdefault(site.region, name)
+            continue
+        if site.klass == INTRACRANIAL:
+            if onset_in:
+                progression.intracranial.append(
+                    f"new intracranial metastasis: {fact.label} (onset {onset})"
+                )
+            else:
+                progression.possibly_intracranial.append(f"{fact.label}, recorded {recorded}")
+            continue
+        if site.klass == POSSIBLY_INTRACRANIAL:
+            progression.possibly_intracranial.append(f"{fact.label} ({CLASS_WORDS[site.klass]})")
+        if onset_in and site.klass not in (UNKNOWN, POSSIBLY_INTRACRANIAL):
+            assert onset is not None
+            certain_regions.setdefault(site.region, name)
+            onsets.append(onset.earliest)
         else:
-            progression.exact = (progression.exact or 0) + 1
-    if not progression.evidence:
-        progression.evidence = [f.evidence for f in on_latest]
-    return progression
+            why = (
+                "site not recorded"
+                if site.klass == UNKNOWN
+                else f"only its recorded date ({recorded}) is in the window, onset {onset or 'not recorded'}"
+            )
+            possible_regions.setdefault(site.region, f"{name}: {why}")
+    if not evidence:
+        return None
+    low = sum(REGION_WEIGHT.get(region, 1) for region in certain_regions)
+    extra = {r: n for r, n in unconfirmed_regions.items() if r not in certain_regions}
+    progression.unconfirmed_sites = sum(REGION_WEIGHT.get(r, 1) for r in extra)
+    progression.possible.extend(
+        f"metastasis {text}" for r, text in possible_regions.items() if r not in certain_regions
+    )
+    sites = join_names(sorted(certain_regions.values())) or "no site with an onset in the window"
+    first = min(onsets, default=None)
+    latest_day = max(
+        (d for f in ctx.facts.conditions if f.evidence in evidence and (d := f.day) is not None),
+        key=lambda d: d.earliest,
+        default=None,
+    )
+    return Source(
+        CONDITIONS, low, None, latest_day,
+        f"at least {low} new metastatic site{'s' if low != 1 else ''} in the window ({sites})",
+        evidence, progression_day=first,
+    )  # fmt: skip
 
 
-def _from_disease_status(ctx: Context, statuses: list[ClinicalFact]) -> Progression | None:
-    for fact in most_recent_first(statuses):
-        if ctx.mappings.vs("disease-worsened").matches(fact.resource.get("valueCodeableConcept")):
-            return Progression(DISEASE_STATUS, day=fact.day, evidence=[fact.evidence])
-        return None  # the most recent status does not say worsened
+def _onset(fact: ClinicalFact) -> FhirDay | None:
+    resource = fact.resource
+    return parse_fhir_day(resource.get("onsetDateTime")) or parse_fhir_day(
+        (resource.get("onsetPeriod") or {}).get("start")
+    )
+
+
+# -- metastases for every criterion that reads them ----------------------------------------------
+
+
+def prostate_metastases(
+    ctx: Context, progression: Progression | None = None
+) -> list[tuple[ClinicalFact, Site]]:
+    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site.
+
+    Other primaries' metastases (mCODE related-primary link) are left out, and named in
+    `progression.other_primary` when given (criteria.md §3)."""
+    found = []
+    for fact in sorted(ctx.facts.conditions, key=lambda f: f.evidence.reference):
+        if fact.status not in _ACTIVE_OR_UNSET or not is_metastasis_condition(ctx, fact):
+            continue
+        other = other_primary(ctx, fact)
+        if other is not None:
+            if progression is not None:
+                progression.other_primary.append(
+                    f"{fact.label} is a metastasis of {other.label}, not of the prostate cancer"
+                )
+            continue
+        found.append((fact, condition_site(ctx, fact)))
+    return found
+
+
+def spinal_metastasis_sites(ctx: Context) -> list[tuple[ClinicalFact, Site]]:
+    """Spinal (vertebral) prostate metastases: active metastasis Conditions at a spinal site
+    (any date), and lesion-level findings at a spinal site in the imaging window (any status)."""
+    found = [(f, s) for f, s in prostate_metastases(ctx) if s.spinal]
+    days = ctx.params.imaging_window_days
+    for fact in ctx.facts.observations_of("imaging-lesion"):
+        if fact.status in ctx.params.observation_statuses_used and ctx.in_window(fact.day, days):
+            site = finding_site(ctx, fact)
+            if site.spinal:
+                found.append((fact, site))
+    return found
+
+
+def bone_metastases_without_site(ctx: Context) -> list[ClinicalFact]:
+    """Bone metastases recorded without a bone named (criteria.md §3 spinal-lesion: then spinal
+    involvement is not known, never 'no spinal metastasis')."""
+    return [
+        fact
+        for fact, site in prostate_metastases(ctx)
+        if site.klass == BONE and not site.spinal and not fact.resource.get("bodySite")
+    ]
+
+
+# -- strata (criteria.md §6) ---------------------------------------------------------------------
+
+
+def metastases_stratum(ctx: Context) -> str | None:
+    """'1' from an exact count of 1, '>1' from a count or lower bound of 2 or more."""
+    progression = find_progression(ctx)
+    if not progression.sources:
+        return None
+    if progression.conflict:
+        # sources disagree on the side of the limit, but if each has 2 or more it is '>1'
+        return ">1" if min(s.low for s in progression.conflict) >= 2 else None
+    if progression.exact == 1:
+        return "1"
+    if progression.low >= 2:
+        return ">1"
     return None
 
 
-def _from_conditions(ctx: Context, days: int) -> Progression | None:
-    sites: dict[str, str] = {}
-    progression = Progression(CONDITIONS, lower_bound=0)
-    days_seen: list[FhirDay] = []
-    for fact in sorted(ctx.facts.conditions, key=lambda f: f.evidence.reference):
-        code = fact.resource.get("code")
-        site = site_class(ctx, code)
-        if site is None or fact.status not in _ACTIVE_OR_UNSET or not ctx.in_window(fact.day, days):
-            continue
-        assert fact.day is not None
-        key = _site_key(code)
-        progression.evidence.append(fact.evidence)
-        days_seen.append(fact.day)
-        if site == "site-intracranial":
-            progression.intracranial += 1
-        elif site == "site-unclear-cns":
-            progression.unclear_site += 1
-        else:
-            sites.setdefault(key, fact.label)
-    if not progression.evidence:
-        return None
-    progression.day = max(days_seen, key=lambda d: d.earliest)
-    progression.lower_bound = len(sites)
-    return progression
-
-
-def _site_key(concept: Any) -> str:
-    for system, code in codings_of(concept):
-        return f"{system}|{normalize_code(code)}"
-    return "?"
+_DECIDES_M1BC = {BONE, "visceral", INTRACRANIAL, POSSIBLY_INTRACRANIAL}
+_NODAL_OR_LOCAL = {"local", "regional-node", "nonregional-node", "node"}
 
 
 def recorded_site_classes(ctx: Context) -> set[str]:
-    """Location classes of every recorded metastatic site (strata: localization)."""
-    classes = set()
-    for fact in ctx.facts.conditions:
-        site = site_class(ctx, fact.resource.get("code"))
-        if site and fact.status in _ACTIVE_OR_UNSET:
-            classes.add(site)
+    """Location classes of every recorded prostate metastatic site and lesion location."""
+    classes = {site.klass for fact, site in prostate_metastases(ctx) if not is_unconfirmed(fact)}
+    vs = ctx.mappings.vs
     for fact in ctx.facts.observations_of("imaging-lesion"):
+        if fact.status not in ctx.params.observation_statuses_used:
+            continue
         value = fact.resource.get("valueCodeableConcept")
-        vs = ctx.mappings.vs
-        if vs("lesion-new").matches(value) or vs("lesion-progressive").matches(value):
-            site = site_class(ctx, fact.resource.get("bodySite"))
-            if site:
-                classes.add(site)
+        if any(
+            vs(f"lesion-{v}").matches(value) for v in ("new", "progressive", "stable", "regressing")
+        ):
+            classes.add(finding_site(ctx, fact).klass)
     return classes
+
+
+def localization(ctx: Context) -> str | None:
+    """criteria.md §6: any bone or visceral site makes M1b-M1c; only local, nodal and M1a sites
+    make local-N-M1a; a bladder/rectum or pelvis site, or one of unknown location, leaves it
+    undecided unless other sites decide; with nothing decided, the most recent M category."""
+    classes = recorded_site_classes(ctx)
+    if classes & _DECIDES_M1BC:
+        return "M1b-M1c"
+    if classes & _NODAL_OR_LOCAL and not classes - _NODAL_OR_LOCAL:
+        return "local-N-M1a"
+    # nothing recorded, or only sites that do not decide (bladder/rectum, pelvis, unknown):
+    # the most recent M category, where there is one, says more than they do
+    return _from_m_category(ctx)
+
+
+def _from_m_category(ctx: Context) -> str | None:
+    vs = ctx.mappings.vs
+    for fact in most_recent_first(ctx.facts.observations_of("m-category")):
+        if fact.status not in ctx.params.observation_statuses_used:
+            continue
+        value = fact.resource.get("valueCodeableConcept")
+        if vs("m-category-m1a").matches(value):
+            return "local-N-M1a"
+        if vs("m-category-m1bc").matches(value):
+            return "M1b-M1c"
+        return None  # the most recent M category decides, or nothing does
+    return None
+
+
+def valid_until(ctx: Context, day: date) -> date:
+    """Imaging stays within the protocol window until this day (criteria.md §7b)."""
+    return day + timedelta(days=ctx.params.imaging_window_days)

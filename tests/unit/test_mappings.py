@@ -12,7 +12,7 @@ from service.mapping import MappingError, load_mappings
 from service.mapping.load import DEFAULT_MAPPINGS_DIR
 from service.screening.engine import Screener
 from service.screening.result import Result
-from tests.builders import concept, observation, record
+from tests.builders import concept, observation, record, total_testosterone
 
 
 @pytest.fixture
@@ -30,6 +30,9 @@ def test_every_file_carries_source_and_version() -> None:
         "units",
         "parameters",
         "codesystem",
+        "body-sites",
+        "lesion-sizes",
+        "imaging-methods",
     }
     assert all(mappings.versions.values())
     assert mappings.codesystem["url"] == "https://medcare-screen.org/fhir/CodeSystem/screening"
@@ -102,8 +105,10 @@ def test_a_local_code_is_added_by_editing_data(mappings_copy: Path) -> None:
     """A hospital maps its own lesion-count form field without touching code (criteria.md §4)."""
     local = concept("urn:oid:1.2.3.4.5", "RAD-PROG-N", "Progressive lesions (radiology form)")
     fact = observation(local, "2026-11-10", valueInteger=2)
+    # medcare-2: progression counts under castration (criteria.md §4), shown here by testosterone
+    castrate = total_testosterone(20, "ng/dL", day="2026-11-01")
     as_of = date(2026, 11, 26)
-    before = Screener(load_mappings(mappings_copy)).screen(record(fact), as_of)
+    before = Screener(load_mappings(mappings_copy)).screen(record(fact, castrate), as_of)
     assert before.criterion("oligoprogression").result is Result.UNKNOWN
 
     path = mappings_copy / "valuesets.yaml"
@@ -114,7 +119,7 @@ def test_a_local_code_is_added_by_editing_data(mappings_copy: Path) -> None:
             "      - {system: 'urn:oid:1.2.3.4.5', code: RAD-PROG-N, display: Local radiology form}",
         )
     )
-    after = Screener(load_mappings(mappings_copy)).screen(record(fact), as_of)
+    after = Screener(load_mappings(mappings_copy)).screen(record(fact, castrate), as_of)
     assert after.criterion("oligoprogression").result is Result.MET
     assert "2 progressive extracranial lesions" in after.criterion("oligoprogression").reason
 
@@ -128,7 +133,11 @@ def test_thresholds_are_parameters(mappings_copy: Path) -> None:
         "https://medcare-screen.org/fhir/CodeSystem/screening", "progressive-lesion-count"
     )
     result = Screener(load_mappings(mappings_copy)).screen(
-        record(observation(code, "2026-11-10", valueInteger=5)), date(2026, 11, 26)
+        record(
+            observation(code, "2026-11-10", valueInteger=5),
+            total_testosterone(20, "ng/dL", day="2026-11-01"),  # castration established (§4)
+        ),
+        date(2026, 11, 26),
     )
     assert result.criterion("oligoprogression").result is Result.MET
     assert result.criterion("polyprogression").result is Result.NOT_MET

@@ -1,41 +1,92 @@
-"""oligoprogression, polyprogression and progression-on-docetaxel (criteria.md §3, §4)."""
+"""oligoprogression, polyprogression and progression-on-docetaxel (criteria.md §3, §4).
+
+Both progression criteria read the count range of lesions.py. oligoprogression is `met` only
+when 1 <= low and high <= 3 on conventional imaging, nothing intracranial is progressive,
+castration is established and nothing conflicts; `not-met` only on exactly [0, 0] (never by a
+size rule or PET alone) or low > 3. Reasons name the modality, the date, the date until which
+the imaging stays valid, and everything set aside with its value (criteria.md §7b).
+"""
 
 from __future__ import annotations
 
 from service.screening.context import Context, join_names
-from service.screening.lesions import Progression, find_progression
+from service.screening.lesions import Progression, find_progression, valid_until
 from service.screening.result import Decision, Result
 from service.screening.therapy import docetaxel_against
 
+CHASE_IMAGING = (
+    "Chase: conventional imaging (CT, MRI or bone scan) within the last {days} days with the "
+    "number of progressive lesions (radiology report or tumour-board form)."
+)
 
-def _notes(progression: Progression) -> str:
-    return f" Notes: {'; '.join(progression.notes)}." if progression.notes else ""
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _range_words(progression: Progression) -> str:
+    low, high = progression.low, progression.high
+    if high == low:
+        return _plural(low, "progressive extracranial lesion")
+    if high is None:
+        if progression.representation in ("disease-status",) and low <= 1:
+            return "progression documented without a lesion count"
+        return f"at least {_plural(low, 'progressive extracranial lesion')} (count not closed)"
+    return f"{low} to {high} progressive extracranial lesions ({high - low} only possible)"
+
+
+def _head(ctx: Context, progression: Progression) -> str:
+    text = f"{_range_words(progression)}: {progression.source()}"
+    if progression.day is not None:
+        text += (
+            f"; progression dated {progression.day}, valid for randomisation until "
+            f"{valid_until(ctx, progression.day.earliest)}"
+        )
+    return text[0].upper() + text[1:]
+
+
+def _details(progression: Progression) -> str:
+    parts = []
+    if progression.possible:
+        parts.append(
+            f"Possible lesions (not counted as certain): {'; '.join(progression.possible)}."
+        )
+    if progression.set_aside:
+        parts.append(
+            f"Not lesions by the protocol's size rule: {'; '.join(progression.set_aside)}."
+        )
+    if progression.no_size:
+        parts.append(f"Counted without a size (none recorded): {'; '.join(progression.no_size)}.")
+    if progression.unconfirmed:
+        parts.append(
+            f"Not used to decide (unconfirmed diagnoses): {'; '.join(progression.unconfirmed)}."
+        )
+    if progression.other_primary:
+        parts.append(f"Not prostate lesions: {'; '.join(progression.other_primary)}.")
+    other_sources = [s.text for s in progression.sources[1:]]
+    if other_sources and not progression.conflict:
+        parts.append(f"Also in the window: {'; '.join(other_sources)}.")
+    if progression.notes:
+        parts.append(f"Notes: {'; '.join(progression.notes)}.")
+    return (" " + " ".join(parts)) if parts else ""
 
 
 def _no_evidence(ctx: Context, progression: Progression) -> str:
     days = ctx.params.imaging_window_days
     text = f"No imaging evidence of progression within {days} days before {ctx.as_of}"
-    if progression.latest_outside_window is not None:
-        text += f"; the latest evidence, on {progression.latest_outside_window}, is older"
-    return text + "."
+    if progression.outside_window_text is not None:
+        text += f"; set aside as too old: {progression.outside_window_text} (new imaging needed)"
+    return text + "." + _details(progression) + " " + CHASE_IMAGING.format(days=days)
 
 
-def _counted(progression: Progression) -> str:
-    """'2 progressive extracranial lesions (lesion-count observation on 2026-11-10)'."""
-    if progression.exact is not None:
-        n = progression.exact
-        what = f"{n} progressive extracranial lesion{'s' if n != 1 else ''}"
-    elif progression.lower_bound is not None:
-        n = progression.lower_bound
-        what = f"at least {n} new metastatic site{'s' if n != 1 else ''} (a lower bound)"
-    else:
-        what = "progression documented without a lesion count"
-    text = f"{what} ({progression.source()})"
-    if progression.intracranial:
-        text += f", and {progression.intracranial} progressive intracranial lesion(s)"
-    if progression.unclear_site:
-        text += f", and {progression.unclear_site} lesion(s) in the nervous system, possibly intracranial"
-    return text
+def _conflict(ctx: Context, progression: Progression) -> str:
+    limit = ctx.params.max_progressive_lesions
+    names = join_names([s.text for s in progression.conflict])
+    return (
+        f"The evidence disagrees: {names} fall on different sides of {limit} progressive "
+        f"lesions.{_details(progression)} Chase: the radiologist's lesion count on the most "
+        "recent conventional imaging (radiology report or tumour-board form)."
+    )
 
 
 def oligoprogression(ctx: Context) -> Decision:
@@ -43,29 +94,64 @@ def oligoprogression(ctx: Context) -> Decision:
     limit = ctx.params.max_progressive_lesions
     days = ctx.params.imaging_window_days
     evidence = tuple(progression.evidence)
-    if progression.representation is None:
+    if not progression.sources:
         return Decision(Result.UNKNOWN, _no_evidence(ctx, progression))
-    head = _counted(progression)[0].upper() + _counted(progression)[1:]
-    window = f"within {days} days"
-    notes = _notes(progression)
-    if progression.intracranial or progression.unclear_site:
-        reason = f"{head}: the protocol counts extracranial lesions only; review.{notes}"
-        return Decision(Result.UNKNOWN, reason, evidence)
-    if progression.exact is not None:
-        if progression.exact == 0:
-            return Decision(Result.NOT_MET, f"{head} {window}: no progression.{notes}", evidence)
-        if progression.exact <= limit:
-            return Decision(Result.MET, f"{head} {window}: 1 to {limit}.{notes}", evidence)
-        return Decision(Result.NOT_MET, f"{head} {window}: more than {limit}.{notes}", evidence)
-    if progression.lower_bound is not None:
-        if progression.lower_bound > limit:
-            return Decision(Result.NOT_MET, f"{head} {window}: more than {limit}.{notes}", evidence)
+    if progression.conflict:
+        return Decision(Result.UNKNOWN, _conflict(ctx, progression), evidence)
+    head, details = _head(ctx, progression), _details(progression)
+    low, high = progression.low, progression.high
+    intracranial = progression.intracranial + progression.possibly_intracranial
+    if intracranial and low <= limit:
         reason = (
-            f"{head} {window}: the exact number of progressive lesions is not recorded; review."
+            f"{head}. Intracranial involvement: {'; '.join(intracranial)}: the protocol counts "
+            f"extracranial lesions only and excludes intracranial progression.{details} Chase: "
+            "the brain imaging report, for the board."
         )
-        return Decision(Result.UNKNOWN, reason + notes, evidence)
-    reason = f"{head} {window}: the number of progressive lesions is not recorded; review."
-    return Decision(Result.UNKNOWN, reason + notes, evidence)
+        return Decision(Result.UNKNOWN, reason, evidence)
+    if low > limit:
+        return Decision(Result.NOT_MET, f"{head}: more than {limit}.{details}", evidence)
+    primary = progression.primary
+    if high == 0:
+        if primary is not None and primary.pet_only:
+            reason = (
+                f"{head}. PET alone never rules a patient out: conventional imaging needed."
+                f"{details} {CHASE_IMAGING.format(days=days)}"
+            )
+            return Decision(Result.UNKNOWN, reason, evidence)
+        if progression.set_aside:
+            reason = (
+                f"{head}, but only because findings were set aside for their size; a size rule "
+                f"alone never rules out.{details} Chase: the radiologist's reading of these "
+                "lesions (radiology report)."
+            )
+            return Decision(Result.UNKNOWN, reason, evidence)
+        return Decision(Result.NOT_MET, f"{head}: no progression.{details}", evidence)
+    if low >= 1 and high is not None and high <= limit:
+        castration = progression.castration
+        if castration is not None and not castration.established:
+            reason = (
+                f"{head}. Progression before castration is established: {castration.how}."
+                f"{details} Chase: when did androgen deprivation start (urologist or GP letter, "
+                "first injection date)?"
+            )
+            return Decision(Result.UNKNOWN, reason, evidence)
+        under = f" under castration ({castration.how})" if castration is not None else ""
+        return Decision(Result.MET, f"{head}: 1 to {limit}{under}.{details}", evidence)
+    if primary is not None and primary.pet_only:
+        action = (
+            f"PET-only evidence: conventional imaging needed. {CHASE_IMAGING.format(days=days)}"
+        )
+    elif high is None:
+        action = (
+            "The exact number of progressive lesions is not recorded. Chase: the radiologist's "
+            "lesion count (radiology report or tumour-board form)."
+        )
+    else:
+        action = (
+            f"The range straddles {limit}: possible lesions decide. Chase: the radiologist's "
+            "reading of the possible lesions (radiology report)."
+        )
+    return Decision(Result.UNKNOWN, f"{head}.{details} {action}", evidence)
 
 
 def polyprogression(ctx: Context) -> Decision:
@@ -73,24 +159,30 @@ def polyprogression(ctx: Context) -> Decision:
     limit = ctx.params.max_progressive_lesions
     days = ctx.params.imaging_window_days
     evidence = tuple(progression.evidence)
-    if progression.representation is None:
-        return Decision(Result.NOT_MET, _no_evidence(ctx, progression))
-    head = _counted(progression)[0].upper() + _counted(progression)[1:]
-    notes = _notes(progression)
-    count = progression.exact if progression.exact is not None else progression.lower_bound
-    if count is not None and count > limit:
-        return Decision(
-            Result.MET, f"{head} within {days} days: more than {limit}.{notes}", evidence
+    if not progression.sources:
+        text = f"No imaging evidence of progression within {days} days before {ctx.as_of}"
+        if progression.outside_window_text is not None:
+            text += f"; set aside as too old: {progression.outside_window_text}"
+        return Decision(Result.NOT_MET, text + ".")
+    if progression.conflict:
+        return Decision(Result.UNKNOWN, _conflict(ctx, progression), evidence)
+    head, details = _head(ctx, progression), _details(progression)
+    if progression.low > limit:
+        return Decision(Result.MET, f"{head}: more than {limit}.{details}", evidence)
+    if progression.low + progression.unconfirmed_sites > limit:
+        reason = (
+            f"{head}: more than {limit} only with metastases recorded as unconfirmed, "
+            f"provisional or differential diagnoses, which never decide.{details} Chase: the "
+            "confirmation of these metastases (radiology or pathology report)."
         )
-    if progression.exact is not None:
-        reason = f"{head} within {days} days: not more than {limit}.{notes}"
-        return Decision(Result.NOT_MET, reason, evidence)
-    # criteria.md defines only `met` here (an exact count or lower bound above the limit); a
-    # missing count, or a lower bound within the limit, leaves oligoprogression `unknown`,
-    # which already puts the patient up for review.
+        return Decision(Result.UNKNOWN, reason, evidence)
+    if progression.high is not None and progression.high <= limit:
+        return Decision(Result.NOT_MET, f"{head}: not more than {limit}.{details}", evidence)
+    # criteria.md defines `met` here only from a low above the limit; an open or straddling
+    # range leaves oligoprogression `unknown`, which already puts the patient up for review.
     reason = (
-        f"{head} within {days} days: no count or lower bound above {limit} is recorded "
-        f"(oligoprogression needs review for the exact count).{notes}"
+        f"{head}: no count or lower bound above {limit} is recorded (oligoprogression needs "
+        f"review for the exact count).{details}"
     )
     return Decision(Result.NOT_MET, reason, evidence)
 
@@ -108,14 +200,15 @@ def progression_on_docetaxel(ctx: Context) -> Decision:
         )
         return Decision(Result.NOT_MET, reason, evidence)
     evidence += tuple(progression.evidence)
-    when = f"the progression evidence of {progression.day} ({progression.source()})"
+    when = f"the progression of {progression.day} ({progression.source()})"
     if placement.ongoing:
         reason = f"Docetaxel was ongoing on {when}: {join_names(placement.ongoing)}."
         return Decision(Result.MET, reason, evidence)
     if placement.unplaced:
         reason = (
             f"Docetaxel was given ({join_names(placement.unplaced)}) but its dates cannot be placed "
-            f"against {when}; review."
+            f"against {when}. Chase: the docetaxel administration dates (day hospital or "
+            "pharmacy)."
         )
         return Decision(Result.UNKNOWN, reason, evidence)
     reason = f"Docetaxel was not ongoing on {when}: {join_names(placement.not_ongoing)}."
