@@ -25,9 +25,11 @@ from service.config import (
     fhir_batch_from_env,
     fhir_limits_from_env,
     read_secret,
+    run_search_params_from_env,
 )
 from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
+from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
 from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
 from service.fhir.ndjson_stream import NdjsonStream
@@ -213,6 +215,11 @@ def _check_combination(args: argparse.Namespace) -> None:
         raise UsageError(f"{', '.join(server_only)} need(s) --fhir-base")
     if args.write_ineligible and not args.write_back:
         raise UsageError("--write-ineligible needs --write-back")
+    if args.search:  # the API's rule: a search selects a cohort, not a person
+        try:
+            check_cohort_search(args.search, run_search_params_from_env(os.environ))
+        except SearchNotAllowed as exc:
+            raise UsageError(f"--search: {exc}") from exc
 
 
 def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

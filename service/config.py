@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO_ROOT / "fixtures" / "patients"
@@ -65,6 +66,42 @@ def _list(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in env.get(name, "").split(",") if item.strip())
 
 
+# Run searches select cohorts, not people: the parameters a `POST /v1/runs` search (and the
+# CLI's --search) may use unless MEDCARE_RUN_SEARCH_PARAMS says otherwise (README "Run
+# searches"; service/fhir/cohort_search.py). Clinical codes and administrative lists, never
+# names, birth dates, addresses, telecoms or identifiers (gender selects half a population).
+DEFAULT_RUN_SEARCH_PARAMS = (
+    "_id", "_lastUpdated", "_list", "_count", "_tag", "gender",
+    "_has:Condition:*:code", "_has:Condition:*:clinical-status",
+    "_has:Condition:*:verification-status", "_has:Condition:*:category",
+    "_has:Observation:*:code", "_has:Observation:*:category", "_has:Procedure:*:code",
+    "_has:MedicationStatement:*:code", "_has:MedicationRequest:*:code",
+    "_has:MedicationAdministration:*:code", "_has:DiagnosticReport:*:code",
+)  # fmt: skip
+
+# Hosts where plain http never leaves the machine (a TLS-terminating sidecar, tests).
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
+def _require_https(name: str, url: str | None) -> None:
+    """Production sends tokens and patient data only over TLS (loopback excepted)."""
+    if not url:
+        return
+    parsed = urlsplit(url)
+    host = (parsed.hostname or "").lower()
+    if parsed.scheme.lower() == "https" and host:
+        return
+    if parsed.scheme.lower() == "http" and (host in LOOPBACK_HOSTS or host.startswith("127.")):
+        return
+    raise ConfigError(f"{name}: must be an https:// URL in production")
+
+
+def _token_entry(entry: str) -> str:
+    """A token digest (lower-cased) with its optional `:permission ...` list kept as written."""
+    digest, sep, permissions = entry.strip().partition(":")
+    return digest.strip().lower() + (sep + " ".join(permissions.split()) if sep else "")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of the service; README "Configuration" documents each variable."""
@@ -89,6 +126,13 @@ class Settings:
     # CDS Hooks: EHR issuers allowed to call, as "issuer=jwks_url" pairs
     cds_issuers: tuple[tuple[str, str], ...] = ()
     cds_audience: str | None = None
+    cds_max_token_lifetime_s: int = 300  # CDS Hooks JWTs: exp - iat at most this (+ leeway)
+    # API permissions: the JWT claim that carries them and the name of each permission
+    jwt_permission_claim: str = "scope"
+    permission_read: str = "medcare.read"
+    permission_screen: str = "medcare.screen"
+    permission_writeback: str = "medcare.writeback"
+    run_search_params: tuple[str, ...] = DEFAULT_RUN_SEARCH_PARAMS
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 1_000_000
     write_back: bool = False
@@ -131,6 +175,20 @@ class Settings:
             )
         if self.jwt_issuer and not self.jwt_jwks_url:
             raise ConfigError("MEDCARE_JWT_JWKS_URL: required with MEDCARE_JWT_ISSUER")
+        if self.jwt_jwks_url and not self.jwt_issuer:
+            raise ConfigError("MEDCARE_JWT_ISSUER: required with MEDCARE_JWT_JWKS_URL")
+        if self.cds_issuers and not self.cds_audience:
+            raise ConfigError(
+                "MEDCARE_CDS_AUDIENCE: required with MEDCARE_CDS_ISSUERS (this service's "
+                "CDS Hooks URL, e.g. https://host/cds-services/medcare-patient-view)"
+            )
+        if not self.development:
+            if self.jwt_issuer and not self.jwt_audience:
+                raise ConfigError("MEDCARE_JWT_AUDIENCE: required with MEDCARE_JWT_ISSUER")
+            _require_https("MEDCARE_JWT_JWKS_URL", self.jwt_jwks_url)
+            _require_https("MEDCARE_FHIR_BASE_URL", self.fhir_base_url)
+            for _issuer, jwks_url in self.cds_issuers:
+                _require_https("MEDCARE_CDS_ISSUERS", jwks_url)
         return self
 
 
@@ -153,6 +211,11 @@ def fhir_batch_from_env(env: Mapping[str, str]) -> str:
     if value not in BATCH_MODES:
         raise ConfigError(f"MEDCARE_FHIR_BATCH: expected {', '.join(BATCH_MODES)}, not {value!r}")
     return value
+
+
+def run_search_params_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
+    """MEDCARE_RUN_SEARCH_PARAMS (comma separated) or the default cohort allow-list."""
+    return _list(env, "MEDCARE_RUN_SEARCH_PARAMS") or DEFAULT_RUN_SEARCH_PARAMS
 
 
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
@@ -178,13 +241,19 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         fhir_max_answer_bytes=fhir_limits_from_env(env)[0],
         fhir_deadline_s=fhir_limits_from_env(env)[1],
         api_token_hashes=tuple(
-            h.strip().lower() for h in hashes.replace("\n", ",").split(",") if h.strip()
+            _token_entry(h) for h in hashes.replace("\n", ",").split(",") if h.strip()
         ),
         jwt_issuer=env.get("MEDCARE_JWT_ISSUER") or None,
         jwt_jwks_url=env.get("MEDCARE_JWT_JWKS_URL") or None,
         jwt_audience=env.get("MEDCARE_JWT_AUDIENCE") or None,
         cds_issuers=tuple(cds_pairs),
         cds_audience=env.get("MEDCARE_CDS_AUDIENCE") or None,
+        cds_max_token_lifetime_s=_int(env, "MEDCARE_CDS_MAX_TOKEN_LIFETIME", 300),
+        jwt_permission_claim=env.get("MEDCARE_JWT_PERMISSION_CLAIM") or "scope",
+        permission_read=env.get("MEDCARE_PERMISSION_READ") or "medcare.read",
+        permission_screen=env.get("MEDCARE_PERMISSION_SCREEN") or "medcare.screen",
+        permission_writeback=env.get("MEDCARE_PERMISSION_WRITEBACK") or "medcare.writeback",
+        run_search_params=run_search_params_from_env(env),
         cors_origins=_list(env, "MEDCARE_CORS_ORIGINS"),
         max_request_bytes=_int(env, "MEDCARE_MAX_REQUEST_BYTES", 1_000_000),
         write_back=_bool(env, "MEDCARE_WRITE_BACK", False),

@@ -109,7 +109,7 @@ def test_every_patient_data_endpoint_refuses_without_valid_credentials(
             assert not credential or credential not in body
             refused += 1
     # the same endpoints with the right token or a valid JWT are not refused
-    good = {"Authorization": f"Bearer {ehr.token('medcare-api')}"}
+    good = {"Authorization": f"Bearer {ehr.token('medcare-api', scope='medcare.screen')}"}
     assert client.post("/v1/screen", json={"patient": "fx-base"}, headers=good).status_code == 200
     assert client.get("/v1/changes", headers=harness.AUTH).status_code == 200
     harness.record(

@@ -20,7 +20,13 @@ from marshmallow import Schema, fields, validate
 from service.api.app import check_json_body, runtime
 from service.api.errors import ApiError, ErrorSchema
 from service.api.schemas import FHIR_ID
-from service.api.security import JwksCache, JwtVerifier, Unauthorized
+from service.api.security import (
+    JwksCache,
+    JwtVerifier,
+    ReplayCache,
+    TokenRules,
+    Unauthorized,
+)
 from service.config import Settings
 from service.fhir.record import PatientRecord
 from service.fhir.server_source import OBSERVATION_VALUE_SETS
@@ -240,13 +246,19 @@ def _verify_ehr_jwt() -> None:
     settings: Settings = current_app.extensions["medcare_settings"]
     verifier: JwtVerifier | None = current_app.extensions.get("medcare_cds_verifier")
     if verifier is None and settings.cds_issuers:
+        # the audience is a setting (Settings.check requires it with issuers), never the
+        # request's own URL: a forged Host header must not choose which tokens pass
         verifier = JwtVerifier(
             {
                 iss: JwksCache(url, verify=settings.tls_ca_bundle or True)
                 for iss, url in settings.cds_issuers
             },
-            settings.cds_audience or request.base_url,
+            settings.cds_audience,
+            rules=TokenRules(settings.cds_max_token_lifetime_s, ReplayCache()),
+            name="CDS Hooks JWT",
         )
+        if verifier.audience is None:  # settings built without check(): refuse, never guess
+            raise ApiError(401, "unauthorized", "the CDS Hooks audience is not configured")
         current_app.extensions["medcare_cds_verifier"] = verifier
     authorization = request.headers.get("Authorization", "")
     if verifier is None:

@@ -7,7 +7,8 @@ from typing import Any
 from flask_smorest import Blueprint
 
 from service.api.app import runtime
-from service.api.errors import ApiError
+from service.api.errors import ApiError, ErrorSchema
+from service.api.permissions import Permission, requires
 from service.api.schemas import ChangesPageSchema, PageArgsSchema
 from service.store import BadCursor
 
@@ -17,8 +18,11 @@ blp = Blueprint(
 
 
 @blp.route("/changes", methods=["GET"])
+@requires(Permission.READ)
 @blp.arguments(PageArgsSchema, location="query")
 @blp.response(200, ChangesPageSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 def changes(args: dict[str, Any]) -> dict[str, Any]:
     """Changes after `cursor` (from the start without one). Always follow `next_cursor`:
     an empty page means nothing new yet; ask again later with the same cursor."""

@@ -1,15 +1,94 @@
-"""Liveness and readiness (database and FHIR server reachable)."""
+"""Liveness and readiness (database and FHIR server reachable).
+
+Readiness is public (load balancers call it without credentials), so it must not let anyone
+make the service fetch the FHIR server's CapabilityStatement (690 KB on HAPI) at will. The FHIR
+check is cached (`READY_TTL_S` when the server answered, `READY_FAILED_TTL_S` when it did not,
+so a recovery is seen soon) and single-flight: however many callers arrive, at most one check
+runs at a time and the others wait for its answer instead of starting their own. The database
+ping is cheap and asked every time.
+"""
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
+from flask import current_app
 from flask_smorest import Blueprint
 
 from service.api.app import runtime
 from service.api.schemas import HealthSchema
+from service.fhir.errors import FhirError
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness")
+
+READY_TTL_S = 60.0
+READY_FAILED_TTL_S = 10.0
+
+
+class CachedCheck:
+    """A boolean check asked at most once per TTL, one caller at a time, with no lock held
+    while it runs."""
+
+    def __init__(
+        self,
+        check: Callable[[], bool],
+        *,
+        ttl_s: float = READY_TTL_S,
+        failed_ttl_s: float = READY_FAILED_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._check = check
+        self._ttl_s, self._failed_ttl_s, self._clock = ttl_s, failed_ttl_s, clock
+        self._state = threading.Condition()
+        self._value: bool | None = None
+        self._expires = 0.0
+        self._running = False
+        self.waiting = 0  # callers waiting for the check in flight
+
+    def __call__(self) -> bool:
+        with self._state:
+            while True:
+                if self._value is not None and self._clock() < self._expires:
+                    return self._value
+                if not self._running:
+                    self._running = True
+                    break
+                self.waiting += 1
+                self._state.wait()  # releases the lock while another caller checks
+                self.waiting -= 1
+        value = False
+        try:
+            value = self._check()
+        finally:
+            with self._state:
+                ttl = self._ttl_s if value else self._failed_ttl_s
+                self._value, self._expires = value, self._clock() + ttl
+                self._running = False
+                self._state.notify_all()
+        return value
+
+
+def _fhir_check() -> CachedCheck | None:
+    """This app's cached FHIR check (None without a FHIR server), made on first use."""
+    client = runtime().client
+    if client is None:
+        return None
+    check: CachedCheck | None = current_app.extensions.get("medcare_fhir_ready")
+    if check is None:
+
+        def answers() -> bool:
+            try:
+                client.capabilities(refresh=True)
+                return True
+            except FhirError:
+                return False
+
+        cached = CachedCheck(answers, ttl_s=READY_TTL_S, failed_ttl_s=READY_FAILED_TTL_S)
+        check = current_app.extensions.setdefault("medcare_fhir_ready", cached)
+    return check
 
 
 @blp.route("/live", methods=["GET"])
@@ -25,7 +104,11 @@ def live() -> dict[str, Any]:
 @blp.alt_response(503, schema=HealthSchema, description="a dependency is not reachable")
 @blp.doc(security=[])
 def ready() -> Any:
-    """The database answers (schema current) and, when configured, the FHIR server answers."""
-    checks = runtime().ready()
+    """The database answers (schema current) and, when configured, the FHIR server answers
+    (checked at most once a minute, every 10 s while it does not)."""
+    checks = {"database": runtime().store.ping()}
+    fhir = _fhir_check()
+    if fhir is not None:
+        checks["fhir_server"] = fhir()
     ok = all(checks.values())
     return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
-from flask import url_for
+from flask import current_app, url_for
 from flask_smorest import Blueprint
 
 from service.api.app import runtime
 from service.api.errors import ApiError, ErrorSchema
+from service.api.permissions import Permission, require, requires
 from service.api.schemas import (
     AttritionSchema,
     PageArgsSchema,
@@ -17,8 +17,10 @@ from service.api.schemas import (
     RunResultsPageSchema,
     RunSchema,
 )
+from service.config import Settings
+from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
 from service.runtime import SourceUnavailable
-from service.store import BadCursor, RunInfo
+from service.store import BadCursor, InvalidAsOf, RunInfo
 
 blp = Blueprint("runs", __name__, url_prefix="/v1/runs", description="Population screening runs")
 
@@ -44,17 +46,38 @@ def _run_or_404(run_id: str) -> RunInfo:
 
 
 @blp.route("", methods=["POST"])
+@requires(Permission.SCREEN)
 @blp.arguments(RunRequestSchema)
 @blp.response(202, RunSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(
-    400, schema=ErrorSchema, description="the population cannot be read from this source"
+    400,
+    schema=ErrorSchema,
+    description="the population cannot be read from this source, or the search uses a "
+    "parameter that does not select a cohort (search-not-allowed)",
 )
 def start_run(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Start a run; poll the returned URL for progress."""
+    """Start a run; poll the returned URL for progress. Needs the screen permission, and the
+    write-back permission with `write_back: true`. A search may use only the cohort-selecting
+    parameters of MEDCARE_RUN_SEARCH_PARAMS (400 naming the first other one)."""
+    if body["write_back"]:
+        require(Permission.WRITEBACK)
     given, spec = next((k, body[k]) for k in ("patients", "search", "group") if k in body)
+    if given == "search":
+        settings: Settings = current_app.extensions["medcare_settings"]
+        try:
+            check_cohort_search(spec, settings.run_search_params)
+        except SearchNotAllowed as exc:
+            raise ApiError(
+                400, "search-not-allowed", str(exc), {"parameter": exc.parameter}
+            ) from exc
     kind = "ids" if given == "patients" else given
     try:
-        run = runtime().start_run(kind, spec, body["as_of"] or date.today(), body["write_back"])
+        as_of = body["as_of"] or runtime().today()
+        run = runtime().start_run(kind, spec, as_of, body["write_back"])
+    except InvalidAsOf as exc:  # after today, or a look back with write_back
+        raise ApiError(400, "invalid-as-of", str(exc)) from exc
     except SourceUnavailable as exc:
         raise ApiError(400, "unsupported-population", str(exc)) from exc
     view = _view(run)
@@ -62,7 +85,10 @@ def start_run(body: dict[str, Any]) -> tuple[dict[str, Any], int, dict[str, str]
 
 
 @blp.route("/<run_id>", methods=["GET"])
+@requires(Permission.READ)
 @blp.response(200, RunSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(404, schema=ErrorSchema)
 def get_run(run_id: str) -> dict[str, Any]:
     """Status of a run, with progress and counts."""
@@ -70,8 +96,11 @@ def get_run(run_id: str) -> dict[str, Any]:
 
 
 @blp.route("/<run_id>/results", methods=["GET"])
+@requires(Permission.READ)
 @blp.arguments(PageArgsSchema, location="query")
 @blp.response(200, RunResultsPageSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(404, schema=ErrorSchema)
 def run_results(args: dict[str, Any], run_id: str) -> dict[str, Any]:
     """The run's patients in list order, with their result or failure, paged by cursor."""
@@ -84,7 +113,10 @@ def run_results(args: dict[str, Any], run_id: str) -> dict[str, Any]:
 
 
 @blp.route("/<run_id>/summary", methods=["GET"])
+@requires(Permission.READ)
 @blp.response(200, AttritionSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(404, schema=ErrorSchema)
 def run_summary(run_id: str) -> Any:
     """Attrition: per criterion the counts of each result and the patients left (the funnel)."""
@@ -93,7 +125,10 @@ def run_summary(run_id: str) -> Any:
 
 
 @blp.route("/<run_id>/cancel", methods=["POST"])
+@requires(Permission.SCREEN)
 @blp.response(200, RunSchema)
+@blp.alt_response(401, schema=ErrorSchema, description="no valid credentials")
+@blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(404, schema=ErrorSchema)
 @blp.alt_response(409, schema=ErrorSchema, description="the run has already finished")
 def cancel_run(run_id: str) -> dict[str, Any]:
