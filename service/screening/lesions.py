@@ -314,7 +314,11 @@ def _from_findings(
             evidence.append(fact.evidence)
             continue
         if not (vs("lesion-new").matches(value) or vs("lesion-progressive").matches(value)):
-            progression.notes.append(f"a finding on {fact.day} has no recognised value")
+            # it may be new or progressive: a possible lesion, never a reason for [0, 0]
+            site = finding_site(ctx, fact)
+            evidence.append(fact.evidence)
+            why = f"{site.name} on {fact.day}: its value (new, progressive, stable?) is not recognised"
+            lesions.append(_Lesion(site, exam, False, why))
             continue
         evidence.append(fact.evidence)
         site = finding_site(ctx, fact)

@@ -584,3 +584,17 @@ def test_the_mappings_load_region_and_spinal_marks() -> None:
     assert not maps.spinal.matches(concept(SCT, "71341001"))
     assert maps.regions["bone"].matches(concept(ICD10CM, "C79.51"))
     assert maps.length_units_mm == {"mm": 1.0, "cm": 10.0}
+
+
+def test_a_finding_with_an_unrecognised_value_is_possible_never_zero(screener: Screener) -> None:
+    result = screen(screener, finding(FEMUR, "stable"), finding(LIVER, "enlarging"))
+    oligo = result.criterion("oligoprogression")
+    assert results(result) == (Result.UNKNOWN, Result.NOT_MET)
+    assert "not recognised" in oligo.reason
+
+
+def test_only_possible_condition_sites_ask_for_the_reading(screener: Screener) -> None:
+    old = metastasis(concept(SCT, "94381002"), onset="2024-02-01", recordedDate=EXAM)
+    oligo = screen(screener, old).criterion("oligoprogression")
+    assert oligo.result is Result.UNKNOWN
+    assert "no certain progressive lesion" in oligo.reason and "Chase" in oligo.reason

@@ -31,6 +31,8 @@ def _range_words(progression: Progression) -> str:
     if high is None:
         if progression.representation in ("disease-status",) and low <= 1:
             return "progression documented without a lesion count"
+        if low == 0:
+            return "possible progression, no certain progressive lesion, count not known"
         return f"at least {_plural(low, 'progressive extracranial lesion')} (count not closed)"
     return f"{low} to {high} progressive extracranial lesions ({high - low} only possible)"
 
@@ -140,6 +142,11 @@ def oligoprogression(ctx: Context) -> Decision:
     if primary is not None and primary.pet_only:
         action = (
             f"PET-only evidence: conventional imaging needed. {CHASE_IMAGING.format(days=days)}"
+        )
+    elif low == 0:
+        action = (
+            "No certain progressive lesion, only possible ones. Chase: the radiologist's reading "
+            "of the possible lesions, or conventional imaging (radiology report)."
         )
     elif high is None:
         action = (
