@@ -21,6 +21,7 @@ from service.mapping.model import (
     normalize_code,
     word_pattern,
 )
+from service.mapping.near_misses import load_near_misses
 from service.mapping.schemas import (
     LesionMapFileSchema,
     MedicationsFileSchema,
@@ -66,6 +67,7 @@ def load_mappings(directory: Path | None = None) -> Mappings:
 
     valuesets = _build_valuesets(folder / "valuesets.yaml", valuesets_doc)
     lesion_maps, lesion_versions = _load_lesion_maps(folder, valuesets)
+    near_misses = load_near_misses(folder)
     terms = valuesets_doc["malignancy_terms"]
     return Mappings(
         valuesets=valuesets,
@@ -83,6 +85,7 @@ def load_mappings(directory: Path | None = None) -> Mappings:
         unit_factors={unit.casefold(): factor for unit, factor in units_doc["factors"].items()},
         unit_labels={unit.casefold(): unit for unit in units_doc["factors"]},
         parameters=_build_parameters(parameters_doc),
+        near_misses=near_misses,
         codesystem=codesystem,
         versions={
             "valuesets": valuesets_doc["header"]["version"],
@@ -90,6 +93,7 @@ def load_mappings(directory: Path | None = None) -> Mappings:
             "units": units_doc["header"]["version"],
             "parameters": parameters_doc["header"]["version"],
             "codesystem": str(codesystem.get("version")),
+            "near-misses": near_misses.version,
             **lesion_versions,
         },
         lesion_maps=lesion_maps,

@@ -133,6 +133,27 @@ class LesionMaps:
 
 
 @dataclass(frozen=True)
+class NearMissConcept:
+    """Words that make an unmapped record look like data a criterion needs (a near miss)."""
+
+    name: str
+    kind: str  # "observation" or "medication"
+    what: str  # "total testosterone"
+    criteria: tuple[str, ...]
+    pattern: re.Pattern[str] | None
+    exclude: re.Pattern[str] | None
+
+
+@dataclass(frozen=True)
+class NearMisses:
+    """mappings/near-misses.yaml (issue 11 item 10): near-miss patterns, and blinded-drug words."""
+
+    concepts: tuple[NearMissConcept, ...] = ()
+    blinded: re.Pattern[str] | None = None
+    version: str = "none"
+
+
+@dataclass(frozen=True)
 class Mappings:
     """Everything in mappings/, as the engine needs it."""
 
@@ -145,6 +166,7 @@ class Mappings:
     parameters: Parameters
     codesystem: dict[str, Any]
     versions: dict[str, str]
+    near_misses: NearMisses = field(default_factory=NearMisses)
     lesion_maps: LesionMaps = field(default_factory=LesionMaps)
 
     def vs(self, name: str) -> ValueSet:

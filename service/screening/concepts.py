@@ -27,6 +27,7 @@ CONDITION_CONCEPTS = (
 PROCEDURE_CONCEPTS = (
     "radical-prostatectomy", "prostatectomy-generic", "brachytherapy", "external-beam-rt",
     "orchiectomy-bilateral", "radionuclide-therapy-specific", "radionuclide-therapy-generic",
+    "turp",
 )  # fmt: skip
 SITE_CONCEPTS = (
     "site-local", "site-regional-node", "site-nonregional-node", "site-bone", "site-visceral",

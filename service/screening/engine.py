@@ -26,6 +26,7 @@ from service.screening.criteria import (
     testosterone,
     therapy,
 )
+from service.screening.criteria.histology import find_histology
 from service.screening.extract import MEDICATION_CONCEPT, FactExtractor
 from service.screening.lesions import localization as lesion_localization
 from service.screening.lesions import metastases_stratum
@@ -133,16 +134,9 @@ class Screener:
             status=status,
             patient_type=patient_type,
             strata=_strata(ctx, patient_type),
-            needs_review=tuple(
-                r.id
-                for r in results
-                if r.result in (Result.UNKNOWN, Result.MANUAL) and r.kind is not Kind.INFORMATIONAL
-            ),
-            missing_data=tuple(
-                r.id
-                for r in results
-                if r.result is Result.UNKNOWN and r.kind is not Kind.INFORMATIONAL
-            ),
+            # every unknown and manual criterion, informational ones too (criteria.md §2)
+            needs_review=tuple(r.id for r in results if r.result in (Result.UNKNOWN, Result.MANUAL)),
+            missing_data=_missing_data(ctx, results),
             criteria=results,
             rules_version=params.rules_version,
             software_version=__version__,
@@ -173,6 +167,22 @@ class Screener:
             reason += " Not used: " + "; ".join(f"{ref} ({why})" for ref, why in ignored) + "."
         patient_type = decision.patient_type if result is Result.MET else None
         return CriterionResult(criterion_id, kind, result, reason, decision.evidence), patient_type
+
+
+def _missing_data(ctx: Context, results: tuple[CriterionResult, ...]) -> tuple[str, ...]:
+    """The `unknown` inclusions and exclusions to chase (criteria.md §2); an informational
+    criterion is never in it, and after a hard exclusion (deceased, or no prostate cancer
+    diagnosis at all) there is nothing to chase, so it is empty (§7b, medcare-2)."""
+    by_id = {r.id: r for r in results}
+    deceased = by_id["deceased"].result is Result.MET
+    no_prostate_cancer = (
+        by_id["histology"].result is Result.NOT_MET and not find_histology(ctx).prostate
+    )
+    if deceased or no_prostate_cancer:
+        return ()
+    return tuple(
+        r.id for r in results if r.result is Result.UNKNOWN and r.kind is not Kind.INFORMATIONAL
+    )
 
 
 def _strata(ctx: Context, patient_type: int | None) -> dict[str, str | None]:

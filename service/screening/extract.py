@@ -34,6 +34,7 @@ from service.screening.facts import (
     Unreadable,
 )
 from service.screening.ingredients import ingredient_concepts
+from service.screening.nearmiss import near_misses_of
 from service.screening.result import Evidence
 
 MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
@@ -176,6 +177,8 @@ class FactExtractor:
     ) -> None:
         concepts: frozenset[str] = concepts_of(resource)
         if not concepts:
+            if target is facts.observations and self.mappings.near_misses.concepts:
+                facts.near_misses.extend(near_misses_of(self.mappings, resource, as_of))
             return
         reference = versioned_reference(resource)
         try:
@@ -231,6 +234,8 @@ class FactExtractor:
                 facts.unreadable.append(
                     Unreadable(reference, frozenset({MEDICATION_CONCEPT}), reference_problem)
                 )
+            elif self.mappings.near_misses.concepts:
+                facts.near_misses.extend(near_misses_of(self.mappings, resource, as_of, concept))
             return
         classes = frozenset(c for d in drugs for c in d.drug.classes)
         try:

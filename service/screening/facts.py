@@ -92,6 +92,20 @@ class Demographics:
     problem: str | None = None
 
 
+@dataclass(frozen=True)
+class NearMiss:
+    """A record no mapping matched that looks like data a criterion needs (issue 11 item 10):
+    named in that criterion's reason, never used to decide."""
+
+    concept: str  # the near-miss concept ("testosterone-total", "blinded-drug", ...)
+    resource_type: str
+    evidence: Evidence
+    text: str  # the words that looked like it ("Testosteron totaal")
+    local_code: str | None  # "LAB123"
+    day: FhirDay | None
+    status: str | None
+
+
 @dataclass
 class PatientFacts:
     patient: Demographics
@@ -100,6 +114,7 @@ class PatientFacts:
     procedures: list[ClinicalFact] = field(default_factory=list)
     medications: list[MedicationFact] = field(default_factory=list)
     unreadable: list[Unreadable] = field(default_factory=list)
+    near_misses: list[NearMiss] = field(default_factory=list)
     # references ignored with the reason ("entered-in-error", "dated after as_of", ...), by concept
     ignored: list[tuple[str, frozenset[str], str]] = field(default_factory=list)
 

@@ -71,15 +71,20 @@ def check_contract(result: dict[str, Any]) -> None:
     assert ids == [cid for cid, _ in CRITERIA], "criteria must list every §3 criterion in §3 order"
     kinds = {cid: kind.value for cid, kind in CRITERIA}
     assert all(c["kind"] == kinds[c["id"]] for c in result["criteria"])
+    # medcare-2 (criteria.md §2, §7b): needs_review lists every unknown and manual criterion,
+    # informational ones too; missing_data the unknown inclusions and exclusions, and nothing
+    # after a hard exclusion (deceased, or no prostate cancer diagnosis at all).
+    results = {c["id"]: c for c in result["criteria"]}
+    hard_exclusion = results["deceased"]["result"] == "met" or (
+        results["histology"]["result"] == "not-met"
+        and results["histology"]["reason"].startswith("No prostate cancer diagnosis")
+    )
     unknown = [
         c["id"]
         for c in result["criteria"]
-        if c["result"] == "unknown" and c["kind"] != "informational"
+        if c["result"] == "unknown" and c["kind"] != "informational" and not hard_exclusion
     ]
-    review = [
-        c["id"] for c in result["criteria"]
-        if c["result"] in ("unknown", "manual") and c["kind"] != "informational"
-    ]  # fmt: skip
+    review = [c["id"] for c in result["criteria"] if c["result"] in ("unknown", "manual")]
     assert result["missing_data"] == unknown and result["needs_review"] == review
     ruled_out = any(
         (c["kind"] == "inclusion" and c["result"] == "not-met")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from service.screening.bodysites import is_unconfirmed, verification
 from service.screening.concepts import MALIGNANCY_BY_NAME, SITE_CONCEPTS, SKIN_BY_NAME
 from service.screening.context import Context, join_names
 from service.screening.facts import ClinicalFact
+from service.screening.lesions import bone_metastases_without_site, spinal_metastasis_sites
 from service.screening.result import Decision, Result
 
 ACTIVE_STATUSES = {"active", "recurrence", "relapse"}
+# criteria.md §3 spinal-lesion: a complication with an onset (or recorded date) within 90 days.
+SPINAL_COMPLICATION_DAYS = 90
 _NOT_OTHER_PRIMARY = (
     "prostate-cancer",
     "prostate-other-histology",
@@ -17,7 +21,14 @@ _NOT_OTHER_PRIMARY = (
 
 
 def _named(facts: list[ClinicalFact]) -> str:
-    return join_names([f"{f.label} ({f.evidence.reference})" for f in facts])
+    """'lung cancer (Condition/7)', with an unconfirmed verification status said."""
+    return join_names(
+        [
+            f"{f.label}{f', recorded as {verification(f)}' if is_unconfirmed(f) else ''} "
+            f"({f.evidence.reference})"
+            for f in facts
+        ]
+    )
 
 
 def other_malignancy(ctx: Context) -> Decision:
@@ -59,7 +70,8 @@ def other_malignancy(ctx: Context) -> Decision:
             parts.append(f"{_named(no_status)} without a clinical status")
         reason = (
             f"Other malignancy recorded: {join_names(parts)}. Whether it could interfere with the "
-            f"trial is a clinical judgement; review.{notes}"
+            f"trial is a clinical judgement.{notes} Chase: its current status and treatment "
+            "(treating specialist)."
         )
         return Decision(Result.UNKNOWN, reason, tuple(f.evidence for f in active + no_status))
     evidence = tuple(f.evidence for f in inactive + skin)
@@ -68,33 +80,71 @@ def other_malignancy(ctx: Context) -> Decision:
     )
 
 
+def _onset_text(fact: ClinicalFact) -> str:
+    return f"onset {fact.day}" if fact.day else "no date recorded"
+
+
 def spinal_lesion(ctx: Context) -> Decision:
-    complications = ctx.facts.conditions_of("spinal-complication")
-    active = [f for f in complications if f.status in ACTIVE_STATUSES]
-    no_status = [f for f in complications if f.status is None]
-    inactive = [
-        f for f in complications if f.status is not None and f.status not in ACTIVE_STATUSES
-    ]
-    metastases = [
-        f for f in ctx.facts.conditions_of("spinal-metastasis")
+    """criteria.md §3 spinal-lesion, medcare-2: a complication within 90 days is `met`; older but
+    still active, undated, unconfirmed or without a status is `unknown` (with its date); spinal
+    prostate metastases without a complication are `unknown` (symptoms cannot be read from
+    codes); another primary's metastases are not spinal prostate metastases."""
+    days = SPINAL_COMPLICATION_DAYS
+    complications = [
+        f for f in ctx.facts.conditions_of("spinal-complication")
         if f.status is None or f.status in ACTIVE_STATUSES
     ]  # fmt: skip
+    inactive = [
+        f for f in ctx.facts.conditions_of("spinal-complication")
+        if f.status is not None and f.status not in ACTIVE_STATUSES
+    ]  # fmt: skip
     notes = f" Resolved or inactive: {_named(inactive)}." if inactive else ""
-    if active:
-        reason = f"Spinal complication recorded as active: {_named(active)}."
-        return Decision(Result.MET, reason + notes, tuple(f.evidence for f in active))
-    if no_status:
+    recent, doubtful = [], []
+    for fact in complications:
+        if is_unconfirmed(fact):
+            doubtful.append(f"{_named([fact])}: unconfirmed, it never decides on its own")
+        elif fact.status is None:
+            doubtful.append(f"{_named([fact])} without a clinical status ({_onset_text(fact)})")
+        elif fact.day is None:
+            doubtful.append(f"{_named([fact])}, active, {_onset_text(fact)}")
+        elif ctx.in_window(fact.day, days):
+            recent.append(fact)
+        else:
+            doubtful.append(
+                f"{_named([fact])}, {_onset_text(fact)}, more than {days} days ago but still "
+                "recorded as active: is it still threatening?"
+            )
+    if recent:
         reason = (
-            f"Spinal complication recorded without a clinical status: {_named(no_status)}; review."
+            f"Spinal complication within {days} days: "
+            f"{join_names([f'{_named([f])}, {_onset_text(f)}' for f in recent])}." + notes
         )
-        return Decision(Result.UNKNOWN, reason + notes, tuple(f.evidence for f in no_status))
-    if metastases:
+        return Decision(Result.MET, reason, tuple(f.evidence for f in recent))
+    chase = "Chase: the current neurological status and spine imaging (treating oncologist)."
+    if doubtful:
+        reason = f"Spinal complication to review: {'; '.join(doubtful)}.{notes} {chase}"
+        evidence = tuple(f.evidence for f in complications)
+        return Decision(Result.UNKNOWN, reason, evidence)
+    spinal = spinal_metastasis_sites(ctx)
+    if spinal:
+        named = join_names(
+            [f"{f.label} ({site.name}{f', {f.day}' if f.day else ''})" for f, site in spinal]
+        )
         reason = (
-            f"Spinal (vertebral) metastasis recorded: {_named(metastases)}, without cord compression, "
-            "cauda equina syndrome or pathological fracture; symptoms and fracture risk cannot be "
-            "read from codes; review."
+            f"Spinal (vertebral) metastasis recorded: {named}, without cord compression, cauda "
+            "equina syndrome or pathological fracture; symptoms and fracture risk cannot be read "
+            f"from codes.{notes} Chase: whether it is symptomatic or at risk of fracture (treating "
+            "oncologist or radiation oncologist)."
         )
-        return Decision(Result.UNKNOWN, reason + notes, tuple(f.evidence for f in metastases))
+        return Decision(Result.UNKNOWN, reason, tuple(f.evidence for f, _ in spinal))
+    unsited = bone_metastases_without_site(ctx)
+    if unsited:
+        reason = (
+            "No spinal cord compression, cauda equina syndrome or pathological vertebral fracture "
+            f"recorded; spinal involvement is not known: bone metastases are recorded without a "
+            f"site ({_named(unsited)})." + notes
+        )
+        return Decision(Result.NOT_MET, reason, tuple(f.evidence for f in unsited + inactive))
     return Decision(
         Result.NOT_MET,
         "No spinal cord compression, cauda equina syndrome, pathological vertebral fracture "

@@ -7,6 +7,7 @@ from typing import Any
 from service.mapping.model import Mappings
 from service.screening.context import Context, most_recent_first
 from service.screening.facts import ClinicalFact
+from service.screening.nearmiss import near_miss_note
 from service.screening.result import Decision, Result
 
 # Karnofsky bands to ECOG (criteria.md §3): 100-90 -> 0, 80-70 -> 1, 60-50 -> 2, 40-30 -> 3,
@@ -99,12 +100,15 @@ def performance_status(ctx: Context) -> Decision:
             return Decision(Result.NOT_MET, f"{head}: above WHO 2.{notes}", (fact.evidence,))
         return Decision(
             Result.UNKNOWN,
-            f"{head}: could be either side of WHO 2; review.{notes}",
+            f"{head}: could be either side of WHO 2.{notes} Chase: a WHO/ECOG score (the "
+            "treating oncologist).",
             (fact.evidence,),
         )
     text = f"No ECOG/WHO or Karnofsky score within {days} days before {ctx.as_of}"
     if last_outside is not None:
         text += f"; the last one was on {last_outside.day}"
     notes = f" Also seen: {'; '.join(skipped)}." if skipped else ""
+    notes += near_miss_note(ctx, "performance-status", days)
     evidence = (last_outside.evidence,) if last_outside else ()
-    return Decision(Result.UNKNOWN, text + "." + notes, evidence)
+    chase = f" Chase: a WHO/ECOG score from the last {days} days (the treating oncologist's notes)."
+    return Decision(Result.UNKNOWN, text + "." + notes + chase, evidence)

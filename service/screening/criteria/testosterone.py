@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 
 from service.screening.context import Context, join_names, most_recent_first
 from service.screening.facts import ClinicalFact
+from service.screening.nearmiss import near_miss_note
 from service.screening.result import Decision, Result
+from service.screening.therapy import is_ongoing
 from service.screening.units import (
     Measured,
     UnreadableValue,
@@ -25,6 +27,8 @@ class TestosteroneFinding:
     problem: str | None = None
     last_outside_window: ClinicalFact | None = None
     passed_over: list[str] = field(default_factory=list)
+    # an earlier castrate value in the window (for a discordant rise on ADT, criteria.md §5)
+    earlier_castrate: tuple[ClinicalFact, Measured] | None = None
 
 
 def find_testosterone(ctx: Context) -> TestosteroneFinding:
@@ -57,8 +61,68 @@ def find_testosterone(ctx: Context) -> TestosteroneFinding:
         if measured.ng_dl is None:
             finding.problem = f"unit {measured.unit!r} cannot be converted to ng/dL"
         break
+    if finding.measured is not None and finding.latest is not None:
+        finding.earlier_castrate = _earlier_castrate(ctx, finding.latest)
     ctx.cache["testosterone"] = finding
     return finding
+
+
+def _earlier_castrate(ctx: Context, latest: ClinicalFact) -> tuple[ClinicalFact, Measured] | None:
+    """The most recent castrate value in the window before the latest one, if any."""
+    days = ctx.params.testosterone_window_days
+    for fact in most_recent_first(ctx.facts.observations_of("testosterone-total")):
+        if fact is latest or fact.day is None or latest.day is None:
+            continue
+        if fact.day.earliest >= latest.day.earliest or not ctx.in_window(fact.day, days):
+            continue
+        if fact.status not in ctx.params.observation_statuses_used:
+            continue
+        try:
+            measured = read_measurement(fact.resource, ctx.mappings)
+        except UnreadableValue:
+            continue
+        threshold = ctx.params.castrate_ng_dl
+        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
+            return fact, measured
+    return None
+
+
+def _on_adt(ctx: Context) -> bool:
+    """Androgen deprivation ongoing at as_of (the systemic-therapy reading, §3)."""
+    if any(f.status == "completed" for f in ctx.facts.procedures_of("orchiectomy-bilateral")):
+        return True
+    return any(is_ongoing(m, ctx.as_of, ctx.params) for m in ctx.facts.medications_of("gnrh"))
+
+
+def _near_threshold(ctx: Context, finding: TestosteroneFinding) -> str | None:
+    """Why a value at or just across the threshold is ambiguous (criteria.md §5, medcare-2):
+    'at' (exactly 50 ng/dL), 'rose' (above 50 on ADT after one below 50 in the window)."""
+    measured, threshold = finding.measured, ctx.params.castrate_ng_dl
+    if measured is None or measured.ng_dl is None or measured.comparator:
+        return None
+    if round(measured.ng_dl, 1) == threshold:
+        return "at"
+    if measured.ng_dl > threshold and finding.earlier_castrate and _on_adt(ctx):
+        return "rose"
+    return None
+
+
+def _threshold_reason(ctx: Context, finding: TestosteroneFinding, head: str, kind: str) -> str:
+    limit = f"{ctx.params.castrate_ng_dl:g} ng/dL"
+    if kind == "at":
+        return (
+            f"{head}: at the threshold of {limit}, within any assay's error. Chase: a repeat "
+            "total testosterone, preferably by LC-MS/MS (the hospital laboratory)."
+            + _context_notes(finding)
+        )
+    assert finding.earlier_castrate is not None and finding.measured is not None
+    before, value = finding.earlier_castrate
+    return (
+        f"{head}: rose from {value.describe()} on {before.day} to {finding.measured.describe()} "
+        "while on androgen deprivation; a single discordant value is ambiguous. Chase: a repeat "
+        "total testosterone, and the last ADT injection date (GP, urologist or home nurse)."
+        + _context_notes(finding)
+    )
 
 
 def _describe_latest(finding: TestosteroneFinding) -> str:
@@ -91,12 +155,20 @@ def castrate_testosterone(ctx: Context) -> Decision:
     limit = f"{threshold:g} ng/dL"
     if finding.latest is None:
         evidence = (finding.last_outside_window.evidence,) if finding.last_outside_window else ()
-        return Decision(Result.UNKNOWN, _no_result(ctx, finding), evidence)
+        reason = (
+            _no_result(ctx, finding)
+            + near_miss_note(ctx, "castrate-testosterone", days)
+            + f" Chase: a total testosterone from the last {days} days (hospital laboratory or GP)."
+        )
+        return Decision(Result.UNKNOWN, reason, evidence)
     evidence = (finding.latest.evidence,)
     head = f"{_describe_latest(finding)} (most recent within {days} days)"
     if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
         reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
         return Decision(Result.UNKNOWN, reason, evidence)
+    near = _near_threshold(ctx, finding)
+    if near:
+        return Decision(Result.UNKNOWN, _threshold_reason(ctx, finding, head, near), evidence)
     castrate = is_castrate(finding.measured, threshold)
     if castrate is None:
         reason = f"{head} does not show whether it is below {limit}; review."
@@ -119,6 +191,13 @@ def testosterone_above_castrate(ctx: Context) -> Decision:
     if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
         reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
         return Decision(Result.UNKNOWN, reason, evidence)
+    near = _near_threshold(ctx, finding)
+    if near == "rose" and finding.earlier_castrate:
+        both = (*evidence, finding.earlier_castrate[0].evidence)
+        return Decision(Result.UNKNOWN, _threshold_reason(ctx, finding, head, near), both)
+    if near == "at":
+        reason = f"{head}: at the threshold of {limit}, not above it." + _context_notes(finding)
+        return Decision(Result.NOT_MET, reason, evidence)
     above = is_above_castrate(finding.measured, threshold)
     if above is None:
         reason = f"{head} does not show whether it is above {limit}; review."

@@ -7,6 +7,7 @@ from datetime import date
 from service.fhir.dates import add_months
 from service.screening.context import Context, join_names
 from service.screening.facts import ClinicalFact, MedicationFact
+from service.screening.nearmiss import BLINDED, near_miss_note, near_misses_for
 from service.screening.result import Decision, Evidence, Result
 from service.screening.therapy import (
     LONG_ORDER_MONTHS,
@@ -46,7 +47,8 @@ def systemic_therapy(ctx: Context) -> Decision:
         given = [m for m in gnrh if was_given(m)]
         if given:
             reason += f" Not covering {as_of}: {join_names([describe(m, params) for m in given])}."
-        reason += notes + " Chase: the last ADT injection date (GP, urologist or home nurse)."
+        reason += notes + near_miss_note(ctx, "systemic-therapy")
+        reason += " Chase: the last ADT injection date (GP, urologist or home nurse)."
         return Decision(Result.UNKNOWN, reason, tuple(m.evidence for m in given))
     evidence: list[Evidence] = [m.evidence for m in ongoing_adt] + [
         f.evidence for f in orchiectomies
@@ -142,58 +144,115 @@ def _castrate_since(ctx: Context, since: date) -> bool:
     return False
 
 
-def _excluded_drug_records(ctx: Context) -> tuple[list[MedicationFact], list[MedicationFact]]:
-    """(clear records, ambiguous records) of radionuclides, cabazitaxel and PARP inhibitors."""
-    clear, ambiguous = [], []
-    for fact in ctx.facts.medications_of("excluded-therapy"):
-        if fact.status in ("not-taken", "intended", "not-done"):
-            continue
-        if fact.status in ("cancelled", "draft"):
-            ambiguous.append(fact)
+# criteria.md §3 prior-excluded-therapy: what shows that something was given.
+_ADMINISTERED = {"in-progress", "completed", "stopped", "on-hold"}
+_PROCEDURE_DONE = {"in-progress", "completed", "stopped"}
+_NOT_GIVEN = {"not-taken", "intended", "not-done", "preparation", "do-not-perform"}
+_MAY_HAVE_BEEN = {"cancelled", "draft", "unknown", None}
+EXCLUDED = "excluded-therapy"
+CHASE_EXCLUDED = (
+    "Chase: the treatment history (treating oncologist or nuclear medicine department)."
+)
+
+
+def _drug_keys(fact: MedicationFact) -> set[str]:
+    return {m.drug.key for m in fact.matches_of(EXCLUDED)}
+
+
+def _is_blinded(ctx: Context, fact: MedicationFact) -> bool:
+    pattern = ctx.mappings.near_misses.blinded
+    return pattern is not None and pattern.search(fact.product_text.casefold()) is not None
+
+
+def _excluded_drug_records(
+    ctx: Context,
+) -> tuple[list[MedicationFact], list[tuple[MedicationFact, str]]]:
+    """(clear records, (ambiguous record, why)) of radionuclides, cabazitaxel, PARP inhibitors.
+
+    A cancelled or draft order, or one without a usable status, may have been given: unknown,
+    unless an administration of the same drug is recorded, which decides (medcare-2). A record
+    naming the drug as blinded or with placebo is unknown too."""
+    records = [
+        f for f in ctx.facts.medications_of(EXCLUDED)
+        if f.status not in _NOT_GIVEN and (f.start is None or f.start.earliest <= ctx.as_of)
+    ]  # fmt: skip
+    given = set()
+    for fact in records:
+        if fact.is_administration and fact.status in _ADMINISTERED and not _is_blinded(ctx, fact):
+            given |= _drug_keys(fact)
+    clear: list[MedicationFact] = []
+    ambiguous: list[tuple[MedicationFact, str]] = []
+    for fact in records:
+        if _is_blinded(ctx, fact):
+            ambiguous.append((fact, "named as blinded or with placebo: may not have been the drug"))
+        elif fact.is_administration and fact.status not in _ADMINISTERED:
+            ambiguous.append((fact, f"an administration with status {fact.status or 'not given'}"))
+        elif fact.status in _MAY_HAVE_BEEN and not _drug_keys(fact) <= given:
+            why = f"a {fact.status} order" if fact.status else "a record without a usable status"
+            ambiguous.append((fact, f"{why}: it may have been given"))
         else:
             clear.append(fact)
     return clear, ambiguous
 
 
-def _excluded_labels(ctx: Context, facts: list[MedicationFact]) -> str:
-    parts = []
-    for fact in facts:
-        drugs = join_names([m.describe() for m in fact.matches_of("excluded-therapy")])
-        parts.append(f"{drugs}, {fact.resource_type} {fact.status} ({fact.evidence.reference})")
-    return join_names(parts)
+def _excluded_label(ctx: Context, fact: MedicationFact) -> str:
+    return describe(fact, ctx.params, EXCLUDED)
+
+
+def _radionuclide_text(ctx: Context, fact: ClinicalFact) -> str:
+    """'177Lu-PSMA-617 radioligand therapy on 2025-05-12 (recognised by name)'."""
+    when = f" on {fact.day}" if fact.day else " (date not recorded)"
+    code = fact.resource.get("code")
+    listed = any(
+        ctx.mappings.vs(c).matches(code)
+        for c in ("radionuclide-therapy-specific", "radionuclide-therapy-generic")
+    )
+    return f"{fact.label}{when}{'' if listed else ' (recognised by name)'}"
 
 
 def prior_excluded_therapy(ctx: Context) -> Decision:
     clear, ambiguous = _excluded_drug_records(ctx)
-    procedures = [
-        f for f in ctx.facts.procedures_of("radionuclide-therapy-specific")
-        if f.status not in ("not-done", "preparation")
-    ]  # fmt: skip
-    generic = [
-        f for f in ctx.facts.procedures_of("radionuclide-therapy-generic")
-        if f.status not in ("not-done", "preparation")
-    ]  # fmt: skip
-    if clear or procedures:
-        parts = []
-        if clear:
-            parts.append(_excluded_labels(ctx, clear))
-        if procedures:
-            parts.append(join_names([_procedure_text(f) for f in procedures]))
+    done: list[ClinicalFact] = []
+    doubtful: list[tuple[ClinicalFact, str]] = []
+    for fact in ctx.facts.procedures:
+        specific = fact.has("radionuclide-therapy-specific")
+        if not specific and not fact.has("radionuclide-therapy-generic"):
+            continue
+        if fact.status in ("not-done", "preparation", "entered-in-error"):
+            continue
+        if specific and fact.status in _PROCEDURE_DONE:
+            done.append(fact)
+        elif specific:
+            doubtful.append(
+                (fact, f"status {fact.status or 'not recorded'}: it may have been given")
+            )
+        else:
+            doubtful.append(
+                (fact, "a radionuclide therapy whose isotope is not named (iodine-131 for the "
+                       "thyroid would not count)")
+            )  # fmt: skip
+    blinded = near_misses_for(ctx, BLINDED)
+    if clear or done:
+        parts = [_excluded_label(ctx, f) for f in clear] + [
+            _radionuclide_text(ctx, f) for f in done
+        ]
         reason = f"Previously treated with an excluded therapy: {'; '.join(parts)}."
-        evidence = tuple(f.evidence for f in clear) + tuple(f.evidence for f in procedures)
+        evidence = tuple(f.evidence for f in clear) + tuple(f.evidence for f in done)
         return Decision(Result.MET, reason, evidence)
-    if ambiguous or generic:
-        parts = []
-        if ambiguous:
-            parts.append(
-                f"{_excluded_labels(ctx, ambiguous)} (a cancelled or draft order: may never have been given)"
-            )
-        if generic:
-            parts.append(
-                f"{join_names([_procedure_text(f) for f in generic])} (radionuclide not named)"
-            )
-        reason = f"Possible excluded therapy: {'; '.join(parts)}; review."
-        evidence = tuple(f.evidence for f in ambiguous) + tuple(f.evidence for f in generic)
+    if ambiguous or doubtful or blinded:
+        parts = [f"{_excluded_label(ctx, f)} ({why})" for f, why in ambiguous]
+        parts += [f"{_radionuclide_text(ctx, f)} ({why})" for f, why in doubtful]
+        parts += [
+            f"'{m.text}'{f' on {m.day}' if m.day else ''} (a blinded or placebo-controlled study "
+            "drug: it may have been an excluded therapy)"
+            for m in blinded
+        ]
+        reason = f"Possible excluded therapy: {'; '.join(parts)}. {CHASE_EXCLUDED}"
+        evidence = (
+            tuple(f.evidence for f, _ in ambiguous)
+            + tuple(f.evidence for f, _ in doubtful)
+            + tuple(m.evidence for m in blinded)
+        )
         return Decision(Result.UNKNOWN, reason, evidence)
     return Decision(
         Result.NOT_MET, "No radionuclide therapy, cabazitaxel or PARP inhibitor recorded."
