@@ -76,6 +76,8 @@ REPRESENTATION_NAMES = {
     STATUS_AND_CONDITIONS: "disease status and new metastasis conditions",
 }
 _ACTIVE_OR_UNSET = {None, "active", "recurrence", "relapse"}
+# Evidence older than the window but at most this old is named in the reason as set aside.
+RECENT_OUTSIDE_WINDOW_DAYS = 365
 
 
 @dataclass
@@ -200,6 +202,8 @@ def _outside_window(
         return
     latest = max(older, key=lambda f: f.day.earliest if f.day else date.min)
     assert latest.day is not None
+    if (ctx.as_of - latest.day.earliest).days > RECENT_OUTSIDE_WINDOW_DAYS:
+        return  # years-old evidence is history, not "just outside the window" (§7b)
     progression.latest_outside_window = latest.day
     ago = (ctx.as_of - latest.day.earliest).days
     what = latest.label

@@ -598,3 +598,14 @@ def test_only_possible_condition_sites_ask_for_the_reading(screener: Screener) -
     oligo = screen(screener, old).criterion("oligoprogression")
     assert oligo.result is Result.UNKNOWN
     assert "no certain progressive lesion" in oligo.reason and "Chase" in oligo.reason
+
+
+def test_evidence_just_outside_the_window_is_named_with_its_age(screener: Screener) -> None:
+    oligo = screen(screener, count(5, day="2026-10-14")).criterion("oligoprogression")
+    assert oligo.result is Result.UNKNOWN
+    assert "5 progressive lesions on 2026-10-14, 43 days ago" in oligo.reason
+
+
+def test_years_old_metastases_are_not_named_as_just_outside(screener: Screener) -> None:
+    oligo = screen(screener, metastasis(concept(SCT, "94222008"), onset="2003-03-26"))
+    assert "too old" not in oligo.criterion("oligoprogression").reason
