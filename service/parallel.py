@@ -57,16 +57,22 @@ def ordered_map(
 def _from_pool(
     function: Callable[[Item], Result], items: Sequence[Item], workers: int
 ) -> Iterator[Result]:
-    """Results from a pool, in order, until the items end or the pool breaks."""
+    """Results from a pool, in order, until the items end or the pool breaks.
+
+    A dead worker breaks the pool at a moment of its own: the parent notices it either when it
+    waits for a result or when it submits the next item (`submit` raises BrokenProcessPool
+    once the pool's manager thread has seen the death). Both moments end this generator the
+    same way, so the caller computes the rest whichever it was.
+    """
     context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
         in_flight: deque[Future[Result]] = deque()
         submitted = 0
         while in_flight or submitted < len(items):
-            while submitted < len(items) and len(in_flight) < 2 * workers:
-                in_flight.append(pool.submit(function, items[submitted]))
-                submitted += 1
             try:
+                while submitted < len(items) and len(in_flight) < 2 * workers:
+                    in_flight.append(pool.submit(function, items[submitted]))
+                    submitted += 1
                 result = in_flight.popleft().result()
             except BrokenProcessPool:
                 return

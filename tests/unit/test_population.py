@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service import parallel
 from service.fhir import ndjson_stream
 from service.fhir.ndjson_stream import NdjsonStream
 from service.fhir.record import PatientRecord
@@ -105,9 +108,27 @@ class _KillsItsWorker(Screener):
         return super().screen(record, as_of)
 
 
+class _OneAtATime(ProcessPoolExecutor):
+    """A pool that submits an item only when every earlier one has finished (or died).
+
+    This fixes the moment a dead worker is noticed: the worker kills itself while computing
+    item k, and `submit(k + 1)` waits until the pool has seen the death, so it is the submit
+    that raises BrokenProcessPool, every time (under load or not).
+    """
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        wait(getattr(self, "_submitted", []))
+        future = super().submit(fn, *args, **kwargs)
+        self._submitted = [*getattr(self, "_submitted", []), future]
+        return future
+
+
 def test_a_killed_worker_loses_nothing_and_hangs_nothing(
-    tmp_path: Path, mappings: Mappings, screener: Screener
+    tmp_path: Path, mappings: Mappings, screener: Screener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The worker kills itself on fx-base's bucket (not the last one); the pool's death is
+    seen at the next submit, the moment that crashed the screen about one run in two."""
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _OneAtATime)
     folder = _export(tmp_path)
     stream = NdjsonStream(folder, line_filter(mappings))
     items = list(screen_stream(stream, _KillsItsWorker(mappings), AS_OF, workers=2))
@@ -115,6 +136,67 @@ def test_a_killed_worker_loses_nothing_and_hangs_nothing(
     assert _by_patient(items) == _by_patient(one)  # every patient once, with its result
     assert len(items) == len(one)
     assert any("a worker process died" in p for p in stream.problems)
+
+
+_PARENT = os.getpid()
+
+
+def _dies_on_three(item: int) -> int:
+    """Item 3 kills its worker (as the OOM killer would); in the parent it is computed."""
+    if item == 3 and os.getpid() != _PARENT:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item * item
+
+
+def test_a_worker_death_seen_at_submit_loses_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _OneAtATime)
+    broken: list[bool] = []
+    results = list(parallel.ordered_map(_dies_on_three, range(10), 2, lambda: broken.append(True)))
+    assert results == [i * i for i in range(10)]
+    assert broken == [True]
+
+
+_RELEASE: Path | None = None  # set by the test below before the pool forks
+
+
+def _dies_on_first_once_all_are_submitted(item: int) -> int:
+    """Item 0 waits until the parent has submitted every item, then kills its worker: the
+    death can only be seen while the parent waits for a result."""
+    if item == 0 and os.getpid() != _PARENT:
+        assert _RELEASE is not None
+        while not _RELEASE.exists():
+            os.sched_yield()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return item + 100
+
+
+class _ReleasesAfterLastSubmit(ProcessPoolExecutor):
+    submits = 0
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        future = super().submit(fn, *args, **kwargs)
+        type(self).submits += 1
+        if type(self).submits == 4 and _RELEASE is not None:
+            _RELEASE.touch()
+        return future
+
+
+def test_a_worker_death_seen_at_a_result_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _ReleasesAfterLastSubmit)
+    monkeypatch.setattr(_ReleasesAfterLastSubmit, "submits", 0)
+    monkeypatch.setattr(f"{__name__}._RELEASE", tmp_path / "all-submitted")
+    broken: list[bool] = []
+    # 4 items = the window of 2 workers: all are submitted before the first result is awaited
+    results = list(
+        parallel.ordered_map(
+            _dies_on_first_once_all_are_submitted, range(4), 2, lambda: broken.append(True)
+        )
+    )
+    assert results == [100, 101, 102, 103]
+    assert broken == [True]
+    assert _ReleasesAfterLastSubmit.submits == 4
 
 
 def _kill_on_second_task(task: Any) -> Any:
