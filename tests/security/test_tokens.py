@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -155,10 +157,9 @@ def test_write_back_needs_both_permissions(client: FlaskClient, ehr: Issuer) -> 
         )
         assert only_write.get_json()["error"]["details"]["missing"] == [SCREEN]
         both = _bearer(ehr.token(API_AUDIENCE, scope=f"{SCREEN} {WRITEBACK}"))
-        # past the permission check: refused only because this app has no FHIR server
+        # past the permission check (the write itself fails further on: no FHIR server here)
         answer = client.post(path, json=body, headers=both)
-        assert answer.status_code in (400, 502), answer.get_json()
-        assert "FHIR" in answer.get_json()["error"]["message"]
+        assert answer.status_code not in DENIED, answer.get_json()
         # the same without write-back: the screen permission is enough
         plain = {**body, "write_back": False}
         assert client.post(path, json=plain, headers=_bearer(ehr.token(API_AUDIENCE, scope=SCREEN))).status_code not in DENIED  # fmt: skip
@@ -178,7 +179,7 @@ def test_static_tokens_grant_what_their_entry_lists(client: FlaskClient) -> None
     writeback = {"patient": "fx-base", "write_back": True}
     assert client.post("/v1/screen", json=writeback, headers=screener).status_code == 403
     # a bare digest grants everything (what existing deployments have): past the check
-    assert client.post("/v1/screen", json=writeback, headers=everything).status_code == 502
+    assert client.post("/v1/screen", json=writeback, headers=everything).status_code not in DENIED
     # 401 and 403 are told apart: no credential at all is 401, with the API's error shape
     anonymous = client.post("/v1/screen", json={"patient": "fx-base"})
     assert anonymous.status_code == 401 and anonymous.get_json()["error"]["code"] == "unauthorized"
@@ -254,6 +255,12 @@ def test_production_settings_refuse_weak_token_configurations() -> None:
     # a service process refuses to start, naming the variable
     with pytest.raises(ConfigError, match="MEDCARE_JWT_AUDIENCE"):
         create_app(Settings(api_token_hashes=("x",), jwt_issuer="i", jwt_jwks_url="https://j"))
+    serve = subprocess.run(
+        [str(Path(sys.executable).with_name("medcare-screen")), "serve", "--port", "1"],
+        env={"PATH": "/usr/bin:/bin", **jwt_env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert serve.returncode != 0 and "MEDCARE_JWT_AUDIENCE" in serve.stderr, serve.stderr
+    assert "Traceback" not in serve.stderr
 
 
 # -- CDS Hooks ------------------------------------------------------------------------------
