@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-DEFAULT_MAX_ANSWER_BYTES: Final = 50_000_000  # a real patient's page is well under 5 MB
+DEFAULT_MAX_ANSWER_BYTES: Final = 50 * 1024 * 1024  # 50 MiB; a real patient's page is under 5 MB
 DEFAULT_DEADLINE_S: Final = 120.0  # the read timeout is 30 s; a whole answer gets four of them
 # FHIR resources nest about 10 levels (a batch-response Bundle adds 4, contained resources a
 # few more); 100 is generous for real data and far below Python's recursion limit.

@@ -199,7 +199,7 @@ def test_a_303_that_would_turn_a_batch_into_a_get_is_refused(ours: FaultProxy) -
 
 def test_a_gzip_bomb_stops_at_the_cap_without_inflating(ours: FaultProxy) -> None:
     """The issue's 522 KB gzip answer (540 MB inflated) took the process to 1.2 GB; now the
-    read stops at the 50 MB default cap and Python's allocations peak just above it."""
+    read stops at the 50 MiB default cap and Python's allocations peak just above it."""
     bomb = gzip_bomb(540_000_000)
     assert len(bomb) < 600_000
     ours.add(Fault("body", match=on("GET", "/fhir/Observation"), body=bomb, headers=GZIP))
@@ -211,7 +211,7 @@ def test_a_gzip_bomb_stops_at_the_cap_without_inflating(ours: FaultProxy) -> Non
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
-    assert "larger than 50,000,000 bytes (MEDCARE_FHIR_MAX_ANSWER_BYTES)" in str(caught.value)
+    assert "larger than 52,428,800 bytes (MEDCARE_FHIR_MAX_ANSWER_BYTES)" in str(caught.value)
     assert "for Patient/p1" in str(caught.value)
     assert peak < 80_000_000, f"peak {peak:,} bytes"
     assert len(ours.seen) == 1  # too large is not worth asking again
@@ -250,7 +250,7 @@ def test_the_limits_are_settings_that_reach_the_client(tmp_path: Path) -> None:
     env = {"MEDCARE_FHIR_MAX_ANSWER_BYTES": "1000", "MEDCARE_FHIR_DEADLINE_S": "7"}
     settings = settings_from_env(env)
     assert (settings.fhir_max_answer_bytes, settings.fhir_deadline_s) == (1000, 7.0)
-    assert (Settings().fhir_max_answer_bytes, Settings().fhir_deadline_s) == (50_000_000, 120.0)
+    assert (Settings().fhir_max_answer_bytes, Settings().fhir_deadline_s) == (52_428_800, 120.0)
     runtime = Runtime(
         settings.with_overrides(
             fhir_base_url="https://fhir.example.org/r4",
