@@ -116,7 +116,7 @@ class Settings:
     tls_verify: bool = True
     fhir_batch: str = "auto"  # auto (the first batch is a probe) | always | never
     # limits on one FHIR answer: bytes after decompression, seconds for the whole answer
-    fhir_max_answer_bytes: int = 50_000_000
+    fhir_max_answer_bytes: int = 52_428_800  # 50 MiB
     fhir_deadline_s: float = 120.0
     # API authentication: sha256 hex digests of accepted bearer tokens, and/or a JWT issuer
     api_token_hashes: tuple[str, ...] = ()
@@ -197,10 +197,10 @@ BATCH_MODES = ("auto", "always", "never")
 
 
 def fhir_limits_from_env(env: Mapping[str, str]) -> tuple[int, float]:
-    """MEDCARE_FHIR_MAX_ANSWER_BYTES (default 50 MB) and MEDCARE_FHIR_DEADLINE_S (120 s): the
+    """MEDCARE_FHIR_MAX_ANSWER_BYTES (default 50 MiB) and MEDCARE_FHIR_DEADLINE_S (120 s): the
     cap on one answer after decompression and the total time one request may take."""
     return (
-        _int(env, "MEDCARE_FHIR_MAX_ANSWER_BYTES", 50_000_000),
+        _int(env, "MEDCARE_FHIR_MAX_ANSWER_BYTES", 52_428_800),
         float(_int(env, "MEDCARE_FHIR_DEADLINE_S", 120)),
     )
 
