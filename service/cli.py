@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from service.config import (
     fhir_limits_from_env,
     read_secret,
     run_search_params_from_env,
+    today_from_env,
 )
 from service.fhir.auth import auth_from_env
 from service.fhir.client import FhirClient
@@ -226,7 +227,7 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     _check_combination(args)
     mappings = load_mappings(args.mappings)
     screener = Screener(mappings)
-    as_of = args.as_of or date.today()
+    as_of = _checked_as_of(args)
     writer = None
     failures = 0
     local: LocalSource | NdjsonStream | None = None
@@ -289,6 +290,21 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
+def _checked_as_of(args: argparse.Namespace) -> date:
+    """--as-of, or today (MEDCARE_TODAY, else the clock's date). After today is refused, and
+    so is --write-back of a look back (an earlier day): only current results are written."""
+    today = today_from_env(os.environ) or date.today()
+    as_of: date = args.as_of or today
+    if as_of > today:
+        raise UsageError(f"--as-of {as_of.isoformat()} is after today ({today.isoformat()})")
+    if as_of < today and args.write_back:
+        raise UsageError(
+            f"--write-back: --as-of {as_of.isoformat()} is a look back (before today, "
+            f"{today.isoformat()}); a look back is never written back"
+        )
+    return as_of
+
+
 def _open_store(url: str | None) -> Store:
     """The results database (SQLite by default), migrated to the current schema."""
     from service.config import DEFAULT_DATABASE
@@ -297,7 +313,7 @@ def _open_store(url: str | None) -> Store:
     if not url:
         DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
         url = f"sqlite:///{DEFAULT_DATABASE}"
-    store = create_store(url)
+    store = create_store(url, today=today_from_env(os.environ))
     store.migrate()
     return store
 
@@ -369,10 +385,6 @@ def run_serve(args: argparse.Namespace) -> int:
         os.environ.setdefault("MEDCARE_ENV", "development")
         print("medcare-screen: *** DEVELOPMENT SERVER: not for production ***", file=sys.stderr)
     settings = settings_from_env().check()  # refuse to start without authentication
-    # every worker resumes the runs interrupted before this moment (see Runtime.start_workers)
-    settings = settings.with_overrides(
-        extra={**settings.extra, "service_started_at": datetime.now(UTC)}
-    )
     if args.dev:
         from service.api import create_app
 

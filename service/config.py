@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -141,6 +142,11 @@ class Settings:
     db_pool_size: int = 8
     http_pool_size: int = 16
     allow_no_auth: bool = False  # development only; announced at start-up
+    # the service's date (screens as of it are current, later ones refused); None: the clock's.
+    # For tests and demos of fixtures written for one day (MEDCARE_TODAY)
+    today: date | None = None
+    # a run's claimed patient goes to another process after this long without a heartbeat
+    claim_lease_s: int = 60
     extra: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -218,6 +224,17 @@ def run_search_params_from_env(env: Mapping[str, str]) -> tuple[str, ...]:
     return _list(env, "MEDCARE_RUN_SEARCH_PARAMS") or DEFAULT_RUN_SEARCH_PARAMS
 
 
+def today_from_env(env: Mapping[str, str]) -> date | None:
+    """MEDCARE_TODAY: the service's date as YYYY-MM-DD (tests, demos); unset: the clock's."""
+    raw = (env.get("MEDCARE_TODAY") or "").strip()
+    if not raw:
+        return None
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ConfigError("MEDCARE_TODAY: expected a date YYYY-MM-DD") from exc
+
+
 def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     hashes = read_secret(env, "MEDCARE_API_TOKEN_SHA256") or ""
@@ -262,4 +279,6 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> Settings:
         db_pool_size=_int(env, "MEDCARE_DB_POOL_SIZE", 8),
         http_pool_size=_int(env, "MEDCARE_HTTP_POOL_SIZE", 16),
         allow_no_auth=_bool(env, "MEDCARE_ALLOW_NO_AUTH", False),
+        today=today_from_env(env),
+        claim_lease_s=_int(env, "MEDCARE_CLAIM_LEASE_S", 60, minimum=2),
     )

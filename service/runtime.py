@@ -6,7 +6,10 @@ the two kinds of background work:
 - run execution: a run's patient list is kept in the store, patients are claimed in small
   batches and screened on a bounded thread pool sharing one HTTP connection pool; a patient
   that fails is recorded with its reason and the run goes on; a run interrupted by a restart
-  is resumed from the store at start-up;
+  is resumed from the store at start-up. Claims are this process's (the store's owner id)
+  and leased: a heartbeat thread renews them, so several processes on one database (gunicorn
+  workers, replicas, a rolling restart) share a run and each patient is screened once; the
+  claims of a process that stopped beating (or is known dead) go to the others;
 - the write-back outbox: results to write are queued in the same transaction that stores them,
   and a worker writes them to the FHIR server, retrying with backoff while it is down.
 """
@@ -35,7 +38,8 @@ from service.fhir.server_source import ServerSource
 from service.mapping import Mappings, load_mappings
 from service.screening.engine import Screener
 from service.screening.result import ScreenResult
-from service.store import RunInfo, Store, create_store
+from service.store import ClaimLost, InvalidAsOf, RunInfo, Store, create_store
+from service.store.leases import owner_is_dead
 from service.writeback.fingerprint import fingerprint
 from service.writeback.writer import ResultWriter, WriteOutcome
 
@@ -51,9 +55,9 @@ RUN_RETRY_DELAYS_S: tuple[float, ...] = (5.0, 15.0, 45.0)
 DATABASE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
 DATABASE_WAIT_S = 600.0  # one outage longer than this fails the run
 RUN_DATABASE_OUTAGES = 50  # so do more outages than this within one run
-# A patient claimed longer ago than this by a process that is gone is screened again; the lease
-# is longer than one patient can take with every retry (the claim is not renewed meanwhile).
-CLAIM_LEASE = timedelta(minutes=30)
+# How often the heartbeat renews this process's claims, as a share of the lease
+# (Settings.claim_lease_s): two beats may be missed before another process takes them over.
+HEARTBEAT_SHARE = 1 / 3
 CLAIM_POLL_S = 5.0
 OUTBOX_INTERVAL_S = 2.0
 OUTBOX_MAX_BACKOFF_S = 600.0
@@ -158,24 +162,31 @@ class Runtime:
             if self.client
             else None
         )
-        self.store = store or create_store(settings.database_url, pool_size=settings.db_pool_size)
+        self.store = store or create_store(
+            settings.database_url,
+            pool_size=settings.db_pool_size,
+            today=settings.today,
+            claim_lease=timedelta(seconds=settings.claim_lease_s),
+        )
         self.store.migrate()
         self._patients = ThreadPoolExecutor(settings.run_concurrency, thread_name_prefix="screen")
         self._runs = ThreadPoolExecutor(2, thread_name_prefix="run")
         self._stop = threading.Event()
         self._outbox_thread: threading.Thread | None = None
+        self._heartbeat = threading.Thread(
+            target=self._heartbeat_loop, name="heartbeat", daemon=True
+        )
+        self._heartbeat.start()
         if start_workers:
             self.start_workers()
 
     # -- lifecycle --------------------------------------------------------------------------
 
     def start_workers(self) -> None:
-        # Under gunicorn every worker process starts here. Claims made before the service
-        # started belong to processes that are gone and are taken back at once; a sibling
-        # worker's claims made since are left to it (a later lease check takes back those of a
-        # worker that died). Without a service start time (one process) every claim is stale.
-        started_at = self.settings.extra.get("service_started_at")
-        for run in self.store.interrupted_runs(stale_before=started_at):
+        # Under gunicorn every worker process starts here, and so does every replica. Claims
+        # whose owner is gone (lease over, or a dead process of this host) are taken back;
+        # live ones, whoever started first, are left to their owner, which records them.
+        for run in self.store.interrupted_runs(dead_owners=self._dead_owners()):
             log.info("resuming run %s", run.id)
             self._runs.submit(self._execute_run, run.id)
         if self.writer is not None and self._outbox_thread is None:
@@ -190,6 +201,13 @@ class Runtime:
         self._patients.shutdown(wait=True, cancel_futures=True)
         if self._outbox_thread is not None:
             self._outbox_thread.join(timeout=10)
+        self._heartbeat.join(timeout=10)
+        try:  # a graceful stop: the other processes take this one's patients at once
+            released = self.store.release_own_claims()
+            if released:
+                log.info("gave back %d claimed patients", released)
+        except DATABASE_DOWN:
+            log.warning("claims not given back (database unavailable): their lease ends them")
         if self.client is not None:
             self.client.close()
         self.store.close()
@@ -204,19 +222,48 @@ class Runtime:
                 checks["fhir_server"] = False
         return checks
 
+    # -- claims ------------------------------------------------------------------------------
+
+    def _heartbeat_loop(self) -> None:
+        """Renew this process's claims while it lives (a process that stops beating, killed
+        or hung, loses them to the others when the lease ends)."""
+        interval = self.store.claim_lease.total_seconds() * HEARTBEAT_SHARE
+        while not self._stop.wait(interval):
+            try:
+                self.store.renew_claims()
+            except Exception as exc:  # the database may be away; the next beat tries again
+                log.warning("claim heartbeat failed (%s)", type(exc).__name__)
+
+    def _dead_owners(self, run_id: str | None = None) -> list[str]:
+        """Owners of live claims that are processes of this host that no longer exist."""
+        return [owner for owner in self.store.claim_owners(run_id) if owner_is_dead(owner)]
+
     # -- one patient now ---------------------------------------------------------------------
 
+    def today(self) -> date:
+        """The service's date (the store's: its clock, or MEDCARE_TODAY)."""
+        return self.store.today()
+
     def screen_patient(self, patient_id: str, as_of: date, write_back: bool) -> ScreenOutcome:
+        """Screen now and store the result. As of today it is the current result (and written
+        back when asked); as of an earlier day it is a look back: returned and stored, but
+        never current and never written back (`write_back` "skip-look-back"). After today:
+        InvalidAsOf."""
+        look_back = self.store.check_as_of(as_of)
         if write_back and self.writer is None:
             raise SourceUnavailable("write-back needs a FHIR server (MEDCARE_FHIR_BASE_URL)")
         result = self.screener.screen(self.source.record(patient_id), as_of)
         # the outbox entry is queued in the same transaction, so a write that fails now is kept
         recorded = self.store.record_patient_result(
-            None, result.patient, result.to_dict(), fingerprint(result), write_back=write_back
+            None,
+            result.patient,
+            result.to_dict(),
+            fingerprint(result),
+            write_back=write_back and not look_back,
         )
         outcome = None
         if write_back:
-            outcome = self._write_now(result)
+            outcome = self._write_now(result) if recorded.current else "skip-look-back"
         return ScreenOutcome(result.to_dict(), recorded.changed, outcome)
 
     def _write_now(self, result: ScreenResult) -> str:
@@ -248,6 +295,14 @@ class Runtime:
     # -- runs --------------------------------------------------------------------------------
 
     def start_run(self, kind: str, spec: Any, as_of: date, write_back: bool) -> RunInfo:
+        """A run as of today (current results) or of an earlier day (a look back, whose
+        results stay with the run). InvalidAsOf for a day after today, and for a look back
+        with `write_back`: a run would otherwise write nothing for every patient, silently."""
+        if self.store.check_as_of(as_of) and write_back:
+            raise InvalidAsOf(
+                f"as_of {as_of.isoformat()} is before today ({self.today().isoformat()}): "
+                "a look back is never written back; drop write_back or screen as of today"
+            )
         if write_back and self.writer is None:
             raise SourceUnavailable("write-back needs a FHIR server (MEDCARE_FHIR_BASE_URL)")
         if kind in ("search", "group") and not self.source.is_server:
@@ -323,8 +378,8 @@ class Runtime:
                 if self.store.complete_run(run_id):
                     return
                 # patients still claimed: by another process of the service (it will finish
-                # them), or by one that died; claims older than the lease are taken back
-                self.store.interrupted_runs(stale_before=datetime.now(UTC) - CLAIM_LEASE)
+                # them), or by one that died: its claims come back when its lease is over
+                self.store.requeue_expired_claims(run_id, dead_owners=self._dead_owners(run_id))
                 if self._stop.wait(CLAIM_POLL_S):
                     return
                 continue
@@ -368,6 +423,13 @@ class Runtime:
                 return True
             self.store.record_patient_result(
                 run.id, result.patient, result.to_dict(), fingerprint(result)
+            )
+            return True
+        except ClaimLost:
+            # this process lost the lease (it hung longer than the lease); the process that
+            # took the patient over records it: nothing recorded twice
+            log.warning(
+                "%s: claim lost in run %s; left to the process holding it", reference, run.id
             )
             return True
         except DATABASE_DOWN as exc:

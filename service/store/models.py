@@ -30,6 +30,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.dialects import postgresql
@@ -51,6 +52,8 @@ PATIENT_ID_LENGTH = 255
 # Room for prefixed digests such as "sha256:<64 hex>" (service.writeback.fingerprint).
 FINGERPRINT_LENGTH = 128
 STATE_LENGTH = 16
+# A claim's owner: "<host>/<pid>/<random>" (service.store.repository.new_owner_id).
+OWNER_LENGTH = 64
 
 # 64-bit keys on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-numbered rowid.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -157,6 +160,9 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error: Mapped[str | None] = mapped_column(Text)
     counts: Mapped[dict[str, int] | None] = mapped_column(JsonDocument)
+    # as_of before the service's date when the run was asked for: its results never become
+    # current (fhir-contract.md "What the current result is"); migration 0002
+    look_back: Mapped[bool] = mapped_column(Boolean, server_default=false())
 
     __table_args__ = (
         CheckConstraint(_one_of("kind", RunKind), name="kind"),
@@ -184,6 +190,10 @@ class RunPatient(Base):
     attempts: Mapped[int] = mapped_column(Integer)
     claimed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # who holds a claimed patient (Store owner id: host/pid/token) and until when; the holder
+    # renews the lease while it is alive, others take the patient only after it (0002)
+    claimed_by: Mapped[str | None] = mapped_column(String(OWNER_LENGTH))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint(_one_of("state", PatientState), name="state"),
@@ -191,6 +201,8 @@ class RunPatient(Base):
         # claim_pending and run_progress: the pending patients of a run in list order
         Index(None, "run_id", "state", "position"),
         Index(None, "result_id"),
+        # expired leases
+        Index(None, "state", "lease_expires_at"),
     )
 
 

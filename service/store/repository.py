@@ -6,12 +6,19 @@ that dies leaves the database consistent and a restarted service can pick up whe
 
 * a run is `queued` → `running` → `done` | `failed` | `cancelled`;
 * each of its patients is `pending` → `claimed` (a worker has it) → `done` | `failed`;
-* after a restart, `interrupted_runs()` lists the runs still queued or running and puts their
-  claimed-but-unfinished patients back to pending; the workers then claim again.
+* a claim names its owner (this Store's `owner`: host, pid, token) and a lease end; the owner
+  renews its leases by a heartbeat (`renew_claims`), and only a claim whose lease ran out, or
+  whose owner is known dead (service.store.leases), goes back to pending
+  (`requeue_expired_claims`, also run by `interrupted_runs()` at start-up). A result or failure
+  is recorded only by the claim's owner, so a patient is never recorded twice;
+* after a restart, `interrupted_runs()` lists the runs still queued or running; the workers
+  then claim again.
 
 Results are kept forever (one row per screen); `latest_results` points at the newest one per
 patient and study. A result whose content (fingerprint) differs from the previous latest one
-gets a change sequence number, and the changes feed lists results by that number.
+gets a change sequence number, and the changes feed lists results by that number. Only a
+current result does either: a look back (as_of before the service's date, `today()`) is kept
+with its run and nothing else (fhir-contract.md "What the current result is").
 
 Errors and reasons stored here carry ids and short reasons only, never patient data; callers
 pass reasons of that kind and the store cuts them to MAX_ERROR_CHARS.
@@ -33,7 +40,19 @@ from uuid import uuid4
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from sqlalchemy import CTE, Engine, Select, and_, exists, func, insert, select, text, update
+from sqlalchemy import (
+    CTE,
+    Engine,
+    Select,
+    and_,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
@@ -50,6 +69,7 @@ from service.store.engine import (
     WRITE_OPTION,
     make_engine,
 )
+from service.store.leases import new_owner_id
 from service.store.models import (
     ACTIVE_RUN_STATUSES,
     FINAL_RUN_STATUSES,
@@ -72,7 +92,9 @@ __all__ = [
     "Attrition",
     "BadCursor",
     "ChangeItem",
+    "ClaimLost",
     "CriterionAttrition",
+    "InvalidAsOf",
     "InvalidResult",
     "NotFound",
     "OutboxEntry",
@@ -96,6 +118,9 @@ MAX_ERROR_CHARS = 1000
 MAX_PAGE = 1000
 INSERT_CHUNK = 500
 DEFAULT_LEASE = timedelta(minutes=5)
+# A run's claim lives this long without a heartbeat; the owner renews it about every third
+# of it (service.runtime), so only an owner that stopped (killed, hung) loses its patients.
+DEFAULT_CLAIM_LEASE = timedelta(seconds=60)
 RESULT_ORDER = ("met", "not-met", "unknown", "manual")
 
 
@@ -115,6 +140,15 @@ class InvalidResult(StoreError, ValueError):
     """A result dict that is not a §7 result for the patient it is recorded for."""
 
 
+class InvalidAsOf(StoreError, ValueError):
+    """An as_of after the service's date: a screen of a day that has not come yet."""
+
+
+class ClaimLost(StoreError):
+    """This process no longer holds the patient's claim (its lease ran out and another
+    process took the patient): the outcome is not recorded, the other process records its own."""
+
+
 @dataclass(frozen=True)
 class RunInfo:
     id: str
@@ -128,6 +162,7 @@ class RunInfo:
     finished_at: datetime | None
     error: str | None
     counts: dict[str, int] | None
+    look_back: bool = False  # as_of before the service's date: results are never current
 
     @classmethod
     def of(cls, run: Run) -> RunInfo:
@@ -143,6 +178,7 @@ class RunInfo:
             finished_at=run.finished_at,
             error=run.error,
             counts=run.counts,
+            look_back=bool(run.look_back),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +195,7 @@ class RunInfo:
             "finished_at": _iso(self.finished_at),
             "error": self.error,
             "counts": self.counts,
+            "look_back": self.look_back,
         }
 
 
@@ -246,6 +283,8 @@ class OutboxEntry:
 class Recorded(NamedTuple):
     result_id: int
     changed: bool
+    # False for a look back: stored, but not the patient's current result (never written back)
+    current: bool = True
 
 
 def _utc_now() -> datetime:
@@ -304,6 +343,8 @@ def create_store(
     pool_timeout: float = DEFAULT_POOL_TIMEOUT_S,
     busy_timeout: float = DEFAULT_BUSY_TIMEOUT_S,
     clock: Callable[[], datetime] = _utc_now,
+    today: date | None = None,
+    claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
 ) -> Store:
     """A Store on `url` (default: the SQLite file of DEFAULT_URL). Call `migrate()` next."""
     engine = make_engine(
@@ -313,24 +354,55 @@ def create_store(
         pool_timeout=pool_timeout,
         busy_timeout=busy_timeout,
     )
-    return Store(engine, clock=clock)
+    return Store(engine, clock=clock, today=today, claim_lease=claim_lease)
 
 
 class Store:
     """Persistence of screening runs and results over one SQLAlchemy Engine.
 
     Thread-safe: each call opens its own session from the engine's pool. `clock` returns the
-    current aware time; tests pass a fixed one.
+    current aware time; tests pass a fixed one. `today` fixes the service's date (tests and
+    demos screening fixtures of a given day, MEDCARE_TODAY); by default it is the clock's date
+    in the process's time zone. `owner` names this Store in the claims it makes (one Store
+    per service process); `claim_lease` is how long a claim lives without a heartbeat.
     """
 
-    def __init__(self, engine: Engine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        clock: Callable[[], datetime] = _utc_now,
+        today: date | None = None,
+        claim_lease: timedelta = DEFAULT_CLAIM_LEASE,
+        owner: str | None = None,
+    ) -> None:
         self._engine = engine
         self._write_engine = engine.execution_options(**{WRITE_OPTION: True})
         self._clock = clock
+        self._today = today
         self._postgres = engine.dialect.name == "postgresql"
+        self.claim_lease = claim_lease
+        self.owner = owner or new_owner_id()
 
     def _now(self) -> datetime:
         return _aware(self._clock(), "the clock's time").astimezone(UTC)
+
+    def today(self) -> date:
+        """The service's date: screens as of it are current, later ones are refused."""
+        if self._today is not None:
+            return self._today
+        return _aware(self._clock(), "the clock's time").astimezone().date()
+
+    def check_as_of(self, as_of: date) -> bool:
+        """True when a screen as of `as_of` is a look back (before today); InvalidAsOf when it
+        is after today."""
+        today = self.today()
+        if as_of > today:
+            raise InvalidAsOf(
+                f"as_of {as_of.isoformat()} is after today ({today.isoformat()}): "
+                "a screen cannot be as of a day that has not come yet"
+            )
+        return as_of < today
 
     @property
     def engine(self) -> Engine:
@@ -409,6 +481,7 @@ class Store:
             raise ValueError(f"unknown run kind {kind!r}")
         if isinstance(as_of, datetime) or not isinstance(as_of, date):
             raise ValueError("as_of must be a date")
+        look_back = self.check_as_of(as_of)
         run = Run(
             id=str(uuid4()),
             kind=kind,
@@ -417,6 +490,7 @@ class Store:
             write_back=write_back,
             status=RunStatus.QUEUED.value,
             created_at=self._now(),
+            look_back=look_back,
         )
         with self._write() as session:
             session.add(run)
@@ -562,35 +636,63 @@ class Store:
             return self._transition(session, run, RunStatus.DONE, None)
 
     def interrupted_runs(
-        self, *, stale_before: datetime | None = None, max_attempts: int | None = 3
+        self,
+        *,
+        stale_before: datetime | None = None,
+        max_attempts: int | None = 3,
+        dead_owners: Iterable[str] = (),
     ) -> list[RunInfo]:
-        """Runs to resume after a restart (queued or running, oldest first).
+        """Runs to resume at start-up (queued or running, oldest first).
 
-        Their claimed-but-unfinished patients go back to pending: the worker that held them
-        is gone. With several service processes on one database, pass `stale_before` so only
-        claims older than that (a lease) are taken back from possibly live workers. A patient
-        interrupted `max_attempts` times is marked failed instead, so one patient that brings
-        the service down cannot do so forever.
+        Their claims that nobody holds any more go back to pending first (see
+        `requeue_expired_claims`); live claims of other processes are left to them.
+        """
+        self.requeue_expired_claims(
+            stale_before=stale_before, max_attempts=max_attempts, dead_owners=dead_owners
+        )
+        with self._read() as session:
+            runs = session.scalars(
+                select(Run)
+                .where(Run.status.in_(ACTIVE_RUN_STATUSES))
+                .order_by(Run.created_at, Run.id)
+            )
+            return [RunInfo.of(run) for run in runs]
+
+    def requeue_expired_claims(
+        self,
+        run_id: str | None = None,
+        *,
+        stale_before: datetime | None = None,
+        max_attempts: int | None = 3,
+        dead_owners: Iterable[str] = (),
+    ) -> int:
+        """Put claims back to pending whose owner stopped: the lease ran out (no heartbeat for
+        `claim_lease`), the owner is in `dead_owners`, or (`stale_before`) the claim is older
+        than that. Claims without a lease (made before migration 0002) count as expired.
+
+        Only active runs (`run_id`'s alone when given). A patient interrupted `max_attempts`
+        times is marked failed instead, so one patient that brings the service down cannot do
+        so forever. Returns how many went back to pending.
         """
         if stale_before is not None:
             _aware(stale_before, "stale_before")
         now = self._now()
+        dead = [owner for owner in dict.fromkeys(dead_owners) if owner != self.owner]
+        active = select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
+        if run_id is not None:
+            active = active.where(Run.id == run_id)
+        gone = [RunPatient.lease_expires_at.is_(None), RunPatient.lease_expires_at <= now]
+        if dead:
+            gone.append(RunPatient.claimed_by.in_(dead))
+        if stale_before is not None:
+            gone.append(RunPatient.claimed_at < stale_before)
+        claimed = and_(
+            RunPatient.run_id.in_(active),
+            RunPatient.state == PatientState.CLAIMED.value,
+            or_(*gone),
+        )
+        released = {"claimed_at": None, "claimed_by": None, "lease_expires_at": None}
         with self._write() as session:
-            runs = list(
-                session.scalars(
-                    select(Run)
-                    .where(Run.status.in_(ACTIVE_RUN_STATUSES))
-                    .order_by(Run.created_at, Run.id)
-                )
-            )
-            run_ids = [run.id for run in runs]
-            if not run_ids:
-                return []
-            claimed = and_(
-                RunPatient.run_id.in_(run_ids), RunPatient.state == PatientState.CLAIMED.value
-            )
-            if stale_before is not None:
-                claimed = and_(claimed, RunPatient.claimed_at < stale_before)
             if max_attempts is not None:
                 session.execute(
                     update(RunPatient)
@@ -598,21 +700,76 @@ class Store:
                     .values(
                         state=PatientState.FAILED.value,
                         error=f"screening was interrupted {max_attempts} times; given up",
-                        claimed_at=None,
                         updated_at=now,
+                        **released,
                     )
                     .execution_options(synchronize_session=False)
                 )
             requeued = session.execute(
                 update(RunPatient)
                 .where(claimed)
-                .values(state=PatientState.PENDING.value, claimed_at=None, updated_at=now)
+                .values(state=PatientState.PENDING.value, updated_at=now, **released)
                 .returning(RunPatient.run_id)
                 .execution_options(synchronize_session=False)
             ).all()
-            if requeued:
-                log.info("re-queued %d interrupted patients", len(requeued))
-            return [RunInfo.of(run) for run in runs]
+        if requeued:
+            log.info("re-queued %d interrupted patients", len(requeued))
+        return len(requeued)
+
+    def claim_owners(self, run_id: str | None = None) -> set[str]:
+        """The owners of the live claims of active runs (to find the dead ones among them)."""
+        query = (
+            select(RunPatient.claimed_by)
+            .distinct()
+            .where(
+                RunPatient.state == PatientState.CLAIMED.value,
+                RunPatient.claimed_by.is_not(None),
+                RunPatient.run_id.in_(select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))),
+            )
+        )
+        if run_id is not None:
+            query = query.where(RunPatient.run_id == run_id)
+        with self._read() as session:
+            return {owner for owner in session.scalars(query) if owner is not None}
+
+    def renew_claims(self) -> int:
+        """The heartbeat: move the lease end of every claim this Store holds `claim_lease`
+        ahead. Returns how many claims it holds."""
+        now = self._now()
+        with self._write() as session:
+            renewed = session.execute(
+                update(RunPatient)
+                .where(
+                    RunPatient.claimed_by == self.owner,
+                    RunPatient.state == PatientState.CLAIMED.value,
+                )
+                .values(lease_expires_at=now + self.claim_lease)
+                .returning(RunPatient.patient_id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        return len(renewed)
+
+    def release_own_claims(self) -> int:
+        """At a graceful stop: give every claim this Store holds back (pending), so another
+        process takes them at once instead of after the lease. Returns how many."""
+        with self._write() as session:
+            released = session.execute(
+                update(RunPatient)
+                .where(
+                    RunPatient.claimed_by == self.owner,
+                    RunPatient.state == PatientState.CLAIMED.value,
+                )
+                .values(
+                    state=PatientState.PENDING.value,
+                    claimed_at=None,
+                    claimed_by=None,
+                    lease_expires_at=None,
+                    updated_at=self._now(),
+                )
+                .returning(RunPatient.patient_id)
+                .execution_options(synchronize_session=False)
+            ).all()
+        return len(released)
 
     # -- patients of a run ------------------------------------------------------------------
 
@@ -622,7 +779,8 @@ class Store:
         One UPDATE statement: on PostgreSQL its batch takes the rows `FOR UPDATE SKIP LOCKED`
         (see `_locked_batch`), so concurrent workers get disjoint patients without waiting for
         each other; on SQLite the write transaction (BEGIN IMMEDIATE) serialises the claims. Nothing is
-        claimed unless the run is `running`, which is how a cancel stops the workers.
+        claimed unless the run is `running`, which is how a cancel stops the workers. The
+        claims are this Store's (`owner`), leased for `claim_lease` (see `renew_claims`).
         """
         _check_limit(limit)
         now = self._now()
@@ -645,6 +803,8 @@ class Store:
                 state=PatientState.CLAIMED.value,
                 attempts=RunPatient.attempts + 1,
                 claimed_at=now,
+                claimed_by=self.owner,
+                lease_expires_at=now + self.claim_lease,
                 updated_at=now,
             )
             .returning(RunPatient.patient_id, RunPatient.position)
@@ -673,6 +833,19 @@ class Store:
         get this content already: a crash can never keep a result and lose its write-back.
         Returns the new result's id and whether its content changed.
 
+        Current or look back (fhir-contract.md "What the current result is"). A result whose
+        as_of is after `today()` is refused (InvalidAsOf). A look back is only stored (with its
+        run): it does not replace the latest result, draws no change number, queues no
+        write-back, and comes back with `current` False. A look back is a result of a run
+        asked for as of an earlier day (`runs.look_back`, decided when the run was created, so
+        a run of today that goes on past midnight still gives current results), or, outside a
+        run, a result as of a day before today; and any result older (by as_of) than the
+        patient's current one, so a late or resumed screen never takes the present back.
+
+        Claims. A run's patient is recorded only while it is pending or claimed by this Store;
+        when another process has taken it (this Store's lease ran out) nothing is stored and
+        ClaimLost is raised: that process records its own screen.
+
         Exactly-once changes feed. A changed result draws its `change_seq` from the single
         `change_counter` row with `UPDATE ... SET value = value + 1 RETURNING value`, as the
         transaction's last step before COMMIT. The row lock taken by that UPDATE is held until
@@ -694,8 +867,21 @@ class Store:
             raise InvalidResult(
                 f"a fingerprint must be text of 1 to {FINGERPRINT_LENGTH} characters"
             )
+        look_back = self.check_as_of(as_of)
         now = self._now()
         with self._write() as session:
+            if run_id is not None:
+                run = session.execute(
+                    select(Run.write_back, Run.look_back).where(Run.id == run_id)
+                ).first()
+                if run is None:
+                    raise NotFound(f"run {run_id} not found")
+                look_back = bool(run.look_back)
+                if write_back is None:
+                    write_back = bool(run.write_back)
+            if not look_back:
+                current_as_of = self._current_as_of(session, patient_id, study)
+                look_back = current_as_of is not None and as_of < current_as_of
             result_id: int = session.execute(
                 insert(StoredResult)
                 .values(
@@ -710,27 +896,18 @@ class Store:
                 )
                 .returning(StoredResult.id)
             ).scalar_one()
-            changed = self._replace_latest(session, patient_id, study, result_id, fingerprint)
-            if write_back is None and run_id is not None:
-                write_back = session.scalar(select(Run.write_back).where(Run.id == run_id))
-            if write_back:
+            changed = not look_back and self._replace_latest(
+                session, patient_id, study, result_id, fingerprint
+            )
+            if write_back and not look_back:
                 self._enqueue(session, patient_id, study, result_id, fingerprint)
             if run_id is not None:
-                marked = session.execute(
-                    update(RunPatient)
-                    .where(RunPatient.run_id == run_id, RunPatient.patient_id == patient_id)
-                    .values(
-                        state=PatientState.DONE.value,
-                        result_id=result_id,
-                        error=None,
-                        claimed_at=None,
-                        updated_at=now,
-                    )
-                    .returning(RunPatient.patient_id)
-                    .execution_options(synchronize_session=False)
-                ).first()
-                if marked is None:
-                    raise NotFound(f"patient {patient_id} is not in run {run_id}")
+                self._settle_patient(
+                    session,
+                    run_id,
+                    patient_id,
+                    {"state": PatientState.DONE.value, "result_id": result_id, "error": None},
+                )
             if changed:
                 seq = self._next_change_seq(session)
                 session.execute(
@@ -745,7 +922,60 @@ class Store:
                     .values(change_seq=seq)
                     .execution_options(synchronize_session=False)
                 )
-        return Recorded(result_id, changed)
+        return Recorded(result_id, changed, not look_back)
+
+    def _settle_patient(
+        self, session: Session, run_id: str, patient_id: str, values: dict[str, Any]
+    ) -> None:
+        """Give a run's patient its outcome if this Store may (the patient is pending, or
+        claimed by this Store); ClaimLost when another process holds or settled it."""
+        mine = or_(
+            RunPatient.state == PatientState.PENDING.value,
+            and_(
+                RunPatient.state == PatientState.CLAIMED.value,
+                RunPatient.claimed_by == self.owner,
+            ),
+            # claims made before migration 0002 have no owner
+            and_(RunPatient.state == PatientState.CLAIMED.value, RunPatient.claimed_by.is_(None)),
+        )
+        marked = session.execute(
+            update(RunPatient)
+            .where(RunPatient.run_id == run_id, RunPatient.patient_id == patient_id, mine)
+            .values(
+                claimed_at=None,
+                claimed_by=None,
+                lease_expires_at=None,
+                updated_at=self._now(),
+                **values,
+            )
+            .returning(RunPatient.patient_id)
+            .execution_options(synchronize_session=False)
+        ).first()
+        if marked is not None:
+            return
+        held = session.scalar(
+            select(RunPatient.state).where(
+                RunPatient.run_id == run_id, RunPatient.patient_id == patient_id
+            )
+        )
+        if held is None:
+            raise NotFound(f"patient {patient_id} is not in run {run_id}")
+        raise ClaimLost(
+            f"patient {patient_id} of run {run_id} is {held} by another process: not recorded"
+        )
+
+    @staticmethod
+    def _current_as_of(session: Session, patient_id: str, study: str) -> date | None:
+        """The as_of of the patient's current result, its latest_results row locked (the
+        first lock of the recording transaction, as in `_replace_latest`)."""
+        result_id = session.scalar(
+            select(LatestResult.result_id)
+            .where(LatestResult.patient_id == patient_id, LatestResult.study == study)
+            .with_for_update()
+        )
+        if result_id is None:
+            return None
+        return session.scalar(select(StoredResult.as_of).where(StoredResult.id == result_id))
 
     @staticmethod
     def _validated(patient_id: str, body: dict[str, Any]) -> tuple[str, date, str]:
@@ -818,23 +1048,16 @@ class Store:
     def record_patient_failure(self, run_id: str, patient_id: str, reason: str) -> None:
         """Mark a patient of a run failed with `reason` (ids and causes only, no patient data).
 
-        The run goes on; the reason is shown in the run's results.
+        The run goes on; the reason is shown in the run's results. ClaimLost when another
+        process holds the patient now (see `record_patient_result`).
         """
         with self._write() as session:
-            marked = session.execute(
-                update(RunPatient)
-                .where(RunPatient.run_id == run_id, RunPatient.patient_id == patient_id)
-                .values(
-                    state=PatientState.FAILED.value,
-                    error=_short(reason),
-                    claimed_at=None,
-                    updated_at=self._now(),
-                )
-                .returning(RunPatient.patient_id)
-                .execution_options(synchronize_session=False)
-            ).first()
-            if marked is None:
-                raise NotFound(f"patient {patient_id} is not in run {run_id}")
+            self._settle_patient(
+                session,
+                run_id,
+                patient_id,
+                {"state": PatientState.FAILED.value, "error": _short(reason)},
+            )
 
     def release_claims(self, run_id: str, patient_ids: Iterable[str]) -> int:
         """Give claimed patients of a run back (pending) without an outcome: the worker that
@@ -849,8 +1072,15 @@ class Store:
                     RunPatient.run_id == run_id,
                     RunPatient.patient_id.in_(wanted),
                     RunPatient.state == PatientState.CLAIMED.value,
+                    RunPatient.claimed_by == self.owner,
                 )
-                .values(state=PatientState.PENDING.value, claimed_at=None, updated_at=self._now())
+                .values(
+                    state=PatientState.PENDING.value,
+                    claimed_at=None,
+                    claimed_by=None,
+                    lease_expires_at=None,
+                    updated_at=self._now(),
+                )
                 .returning(RunPatient.patient_id)
                 .execution_options(synchronize_session=False)
             ).all()

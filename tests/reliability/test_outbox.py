@@ -44,7 +44,8 @@ def test_queued_write_backs_are_written_later_and_not_held_back(
     proxy: FaultProxy, medplum: Medplum, sqlite_url: str
 ) -> None:
     runtime = Runtime(
-        harness.settings_for(proxy.base_url + "/fhir", sqlite_url), start_workers=False
+        harness.settings_for(proxy.base_url + "/fhir", sqlite_url, today=harness.AS_OF),
+        start_workers=False,
     )
     try:
         assert runtime.client is not None

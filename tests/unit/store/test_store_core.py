@@ -176,12 +176,13 @@ def test_claim_pending_in_list_order_once_and_only_while_running(store: Store) -
         store.claim_pending(run.id, 0)
 
 
-def test_first_result_is_a_change_same_content_is_not(store: Store) -> None:
+def test_first_result_is_a_change_same_content_is_not(store: Store, clock: Clock) -> None:
     run_id = running_run(store, ["p1"])
     store.claim_pending(run_id, 1)
     first = store.record_patient_result(run_id, "p1", body("p1"), fingerprint(body("p1")))
     assert first.changed
     # screened again on another day with the same outcome: stored, but not a change
+    clock.advance(days=1)
     later = body("p1", as_of="2026-11-27")
     again = save(store, None, later)
     assert not again.changed
@@ -415,12 +416,14 @@ def test_a_run_survives_a_restart_and_resumes(
     assert attempts == 2
 
 
-def test_resume_gives_up_on_a_patient_interrupted_too_often(store: Store) -> None:
+def test_resume_gives_up_on_a_patient_interrupted_too_often(store: Store, clock: Clock) -> None:
     run_id = running_run(store, ["p1", "p2"])
     for _ in range(2):
         store.claim_pending(run_id, 1)
+        clock.advance(seconds=61)  # the lease runs out: no heartbeat came
         store.interrupted_runs(max_attempts=3)
     assert store.claim_pending(run_id, 1) == ["p1"]  # third attempt
+    clock.advance(seconds=61)
     store.interrupted_runs(max_attempts=3)
     items, _ = store.run_results(run_id)
     assert items[0]["state"] == "failed"
@@ -585,4 +588,4 @@ def test_enqueue_checks_the_result(store: Store) -> None:
 
 def test_ping_and_schema_revision(store: Store) -> None:
     assert store.ping()
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"

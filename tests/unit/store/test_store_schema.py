@@ -47,7 +47,7 @@ def test_migrate_on_an_empty_database_creates_the_schema_idempotently(
     store.migrate()
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert store.ping()
-    assert store.schema_revision() == "0001"
+    assert store.schema_revision() == "0002"
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT id, value FROM change_counter")).all() == [(1, 0)]
     store.close()
@@ -83,7 +83,7 @@ def test_default_store_is_a_sqlite_file_under_var(
 
 
 def test_in_memory_sqlite_works_for_quick_tests() -> None:
-    store = create_store("sqlite://")
+    store = create_store("sqlite://", today=AS_OF)
     store.migrate()
     assert save(store, None, body("p1")).changed
     store.close()
@@ -100,11 +100,14 @@ def test_postgres_urls_use_psycopg_3_and_other_databases_are_refused() -> None:
         make_engine("mysql://u@db/medcare")
 
 
-def test_a_real_screen_result_round_trips_unchanged(store: Store, screener: Screener) -> None:
+def test_a_real_screen_result_round_trips_unchanged(
+    store: Store, screener: Screener, clock: Clock
+) -> None:
     result = screener.screen(record(), AS_OF).to_dict()
     recorded = save(store, None, result)
     assert recorded.changed
     assert store.latest_result(result["patient"], result["study"]) == result
     # the same decision a day later is no change: as_of is not content
     next_day = {**result, "as_of": "2026-11-27"}
+    clock.advance(days=1)
     assert not save(store, None, next_day).changed
