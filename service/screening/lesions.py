@@ -499,6 +499,11 @@ def _from_conditions(ctx: Context, progression: Progression, days: int) -> Sourc
             progression.unconfirmed.append(f"{fact.label}, recorded as {verification(fact)}")
             if onset_in and site.extracranial:
                 unconfirmed_regions.setdefault(site.region, name)
+            elif site.klass in (INTRACRANIAL, POSSIBLY_INTRACRANIAL):
+                # it never decides, but it may be intracranial: oligoprogression is not `met`
+                progression.possibly_intracranial.append(
+                    f"{fact.label}, recorded as {verification(fact)}"
+                )
             continue
         if site.klass == INTRACRANIAL:
             if onset_in:

@@ -609,3 +609,12 @@ def test_evidence_just_outside_the_window_is_named_with_its_age(screener: Screen
 def test_years_old_metastases_are_not_named_as_just_outside(screener: Screener) -> None:
     oligo = screen(screener, metastasis(concept(SCT, "94222008"), onset="2003-03-26"))
     assert "too old" not in oligo.criterion("oligoprogression").reason
+
+
+def test_an_unconfirmed_brain_metastasis_keeps_oligoprogression_unknown(screener: Screener) -> None:
+    differential = concept(
+        "http://terminology.hl7.org/CodeSystem/condition-ver-status", "differential"
+    )
+    brain = metastasis(concept(SCT, "94225005"), verificationStatus=differential)
+    oligo = screen(screener, count(2), brain).criterion("oligoprogression")
+    assert oligo.result is Result.UNKNOWN and "differential" in oligo.reason
