@@ -158,7 +158,8 @@ class Screener:
             if would_rule_out or (not decision.evidence and result is not Result.MANUAL):
                 result = Result.UNKNOWN
                 reason = (
-                    f"{reason} But a resource this depends on could not be read: {listed}; review."
+                    f"{reason} But a resource this depends on could not be read: {listed}. Chase: "
+                    "a corrected record (the system that sent it)."
                 )
             else:
                 reason = f"{reason} Could not be read: {listed}."

@@ -33,6 +33,7 @@ def test_every_file_carries_source_and_version() -> None:
         "body-sites",
         "lesion-sizes",
         "imaging-methods",
+        "near-misses",
     }
     assert all(mappings.versions.values())
     assert mappings.codesystem["url"] == "https://medcare-screen.org/fhir/CodeSystem/screening"

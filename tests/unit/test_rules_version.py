@@ -33,7 +33,7 @@ def test_a_medcare_1_result_is_replaced_and_fed_as_a_rules_change(
     assert old.rules_version == "medcare-1" and new.rules_version == "medcare-2"
     assert fingerprint(old) != fingerprint(new)
 
-    store = create_store(f"sqlite:///{tmp_path / 'r.sqlite3'}")
+    store = create_store(f"sqlite:///{tmp_path / 'r.sqlite3'}", today=AS_OF)
     store.migrate()
     try:
         patient = f"Patient/{data.patient_id}"

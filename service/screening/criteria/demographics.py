@@ -8,6 +8,7 @@ from service.screening.context import Context
 from service.screening.result import Decision, Evidence, Result
 
 ADULT_AGE = 18
+ADMIN = "Chase: the patient's demographic record (patient administration)."
 
 
 def _age_on(born: date, day: date) -> int:
@@ -21,11 +22,15 @@ def _patient_evidence(ctx: Context, summary: str) -> tuple[Evidence, ...]:
 def age(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:
-        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; age cannot be read.")
+        return Decision(
+            Result.UNKNOWN,
+            f"Patient record: {patient.problem}; age cannot be read. {ADMIN}",
+        )
     birth = patient.birth
     if birth is None:
         text = "No birth date recorded" if patient.birth_text is None else "Birth date unreadable"
-        return Decision(Result.UNKNOWN, f"{text}; age unknown.", _patient_evidence(ctx, "Patient"))
+        reason = f"{text}; age unknown. Chase: the birth date (patient administration)."
+        return Decision(Result.UNKNOWN, reason, _patient_evidence(ctx, "Patient"))
     youngest = _age_on(birth.latest, ctx.as_of)
     oldest = _age_on(birth.earliest, ctx.as_of)
     shown = f"{youngest}" if youngest == oldest else f"{youngest} to {oldest}"
@@ -36,22 +41,33 @@ def age(ctx: Context) -> Decision:
         return Decision(Result.MET, f"{head}: at least {ADULT_AGE}.", evidence)
     if oldest < ADULT_AGE:
         return Decision(Result.NOT_MET, f"{head}: under {ADULT_AGE}.", evidence)
-    return Decision(Result.UNKNOWN, f"{head}: may be under {ADULT_AGE}; review.", evidence)
+    return Decision(
+        Result.UNKNOWN,
+        f"{head}: may be under {ADULT_AGE}. Chase: the full birth date (patient administration).",
+        evidence,
+    )
 
 
 def sex(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:
-        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; sex cannot be read.")
+        return Decision(
+            Result.UNKNOWN,
+            f"Patient record: {patient.problem}; sex cannot be read. {ADMIN}",
+        )
     gender = patient.gender
     evidence = _patient_evidence(ctx, f"administrative gender {gender or 'not recorded'}")
     if gender == "male":
         return Decision(Result.MET, "Administrative gender is male.", evidence)
     if gender is None:
-        return Decision(Result.UNKNOWN, "Administrative gender not recorded; review.", evidence)
+        return Decision(
+            Result.UNKNOWN,
+            "Administrative gender not recorded. Chase: the gender in the patient record (patient administration).",
+            evidence,
+        )
     reason = (
-        f"Administrative gender is recorded as {gender!r}; a person must check "
-        "(a prostate cancer patient may be recorded otherwise)."
+        f"Administrative gender is recorded as {gender!r} (a prostate cancer patient may be "
+        "recorded otherwise). Chase: check with the treating team."
     )
     return Decision(Result.UNKNOWN, reason, evidence)
 
@@ -59,7 +75,10 @@ def sex(ctx: Context) -> Decision:
 def deceased(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:
-        return Decision(Result.UNKNOWN, f"Patient record: {patient.problem}; vital status unknown.")
+        return Decision(
+            Result.UNKNOWN,
+            f"Patient record: {patient.problem}; vital status unknown. {ADMIN}",
+        )
     if patient.deceased_flag is True:
         return Decision(
             Result.MET, "Patient is recorded as deceased.", _patient_evidence(ctx, "deceased")
@@ -73,5 +92,7 @@ def deceased(ctx: Context) -> Decision:
     if day.earliest > ctx.as_of:
         return Decision(Result.NOT_MET, f"Death recorded on {day}, after {ctx.as_of}.", evidence)
     return Decision(
-        Result.UNKNOWN, f"Death recorded as {day}: may be before {ctx.as_of}; review.", evidence
+        Result.UNKNOWN,
+        f"Death recorded as {day}: may be before {ctx.as_of}. Chase: the date of death (patient administration).",
+        evidence,
     )

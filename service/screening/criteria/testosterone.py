@@ -17,6 +17,10 @@ from service.screening.units import (
     read_measurement,
 )
 
+REPEAT = (
+    "Chase: a total testosterone with its value and unit in ng/dL or nmol/L (hospital laboratory)."
+)
+
 
 @dataclass
 class TestosteroneFinding:
@@ -164,15 +168,15 @@ def castrate_testosterone(ctx: Context) -> Decision:
     evidence = (finding.latest.evidence,)
     head = f"{_describe_latest(finding)} (most recent within {days} days)"
     if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
-        reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
+        reason = f"{head}: {finding.problem}.{_context_notes(finding)} {REPEAT}"
         return Decision(Result.UNKNOWN, reason, evidence)
     near = _near_threshold(ctx, finding)
     if near:
         return Decision(Result.UNKNOWN, _threshold_reason(ctx, finding, head, near), evidence)
     castrate = is_castrate(finding.measured, threshold)
     if castrate is None:
-        reason = f"{head} does not show whether it is below {limit}; review."
-        return Decision(Result.UNKNOWN, reason + _context_notes(finding), evidence)
+        reason = f"{head} does not show whether it is below {limit}."
+        return Decision(Result.UNKNOWN, f"{reason}{_context_notes(finding)} {REPEAT}", evidence)
     if castrate:
         return Decision(Result.MET, f"{head}, below {limit}." + _context_notes(finding), evidence)
     reason = f"{head}, not below {limit}: not castrate." + _context_notes(finding)
@@ -189,7 +193,7 @@ def testosterone_above_castrate(ctx: Context) -> Decision:
     evidence = (finding.latest.evidence,)
     head = f"{_describe_latest(finding)} (most recent within {days} days)"
     if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
-        reason = f"{head}: {finding.problem}; review.{_context_notes(finding)}"
+        reason = f"{head}: {finding.problem}.{_context_notes(finding)} {REPEAT}"
         return Decision(Result.UNKNOWN, reason, evidence)
     near = _near_threshold(ctx, finding)
     if near == "rose" and finding.earlier_castrate:
@@ -200,8 +204,8 @@ def testosterone_above_castrate(ctx: Context) -> Decision:
         return Decision(Result.NOT_MET, reason, evidence)
     above = is_above_castrate(finding.measured, threshold)
     if above is None:
-        reason = f"{head} does not show whether it is above {limit}; review."
-        return Decision(Result.UNKNOWN, reason + _context_notes(finding), evidence)
+        reason = f"{head} does not show whether it is above {limit}."
+        return Decision(Result.UNKNOWN, f"{reason}{_context_notes(finding)} {REPEAT}", evidence)
     if above:
         return Decision(Result.MET, f"{head}, above {limit}." + _context_notes(finding), evidence)
     return Decision(
