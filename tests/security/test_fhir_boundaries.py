@@ -347,3 +347,39 @@ def test_retries_of_a_run_search_log_parameter_names_not_values(
     assert len(retries) == 2
     assert all(m.startswith("GET Patient?name=…&birthdate=…: HTTP 503") for m in retries)
     assert "Harrington" not in caplog.text and "1951" not in caplog.text
+
+
+def test_the_api_502_body_does_not_carry_the_token_the_server_quoted(
+    ours: FaultProxy, tmp_path: Path
+) -> None:
+    """The whole way: a server that quotes our Authorization header, the API's 502 body."""
+    from service.api import create_app
+    from service.api.security import token_digest
+
+    ours.add(Fault("echo", match=on("GET", "/fhir/"), status=400))
+    ours.add(Fault("echo", match=on("POST", "/fhir"), status=400))
+    api_token = "api-token-0123456789abcdef"
+    settings = Settings(
+        fhir_base_url=ours.base_url + "/fhir",
+        database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
+        api_token_hashes=(token_digest(api_token),),
+        extra={"env": {"MEDCARE_FHIR_AUTH": "bearer", "MEDCARE_FHIR_TOKEN": TOKEN}},
+    )
+    runtime = Runtime(settings, start_workers=False)
+    try:
+        answer = (
+            create_app(settings, runtime)
+            .test_client()
+            .post(
+                "/v1/screen",
+                json={"patient": "p1"},
+                headers={"Authorization": f"Bearer {api_token}"},
+            )
+        )
+    finally:
+        runtime.close()
+    assert answer.status_code == 502
+    body = answer.get_data(as_text=True)
+    assert "Authorization: Bearer ***" in body
+    assert TOKEN not in body
+    assert any(seen.authorization == f"Bearer {TOKEN}" for seen in ours.seen)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import logging
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +21,8 @@ from service.fhir.client import (
     FhirClient,
     Location,
     etag_for,
+    loggable,
+    origin_of,
     parse_location,
     parse_retry_after,
     parse_status,
@@ -30,6 +35,16 @@ from service.fhir.errors import (
     FhirNotFound,
     FhirRefusedLink,
 )
+from service.fhir.limits import (
+    AnswerLimits,
+    AnswerTooLarge,
+    AnswerUnreadable,
+    TooDeep,
+    parse_json,
+    read_body,
+)
+from service.fhir.origin import UnsafeUrl, connect_origin
+from service.fhir.redact import Secrets
 
 BASE = "https://fhir.example.org/fhir"
 NOW = 1_800_000_000.0  # the conftest clock
@@ -708,3 +723,108 @@ def test_a_transaction_failure_quotes_the_outcome(
         "FHIR server said: Resource Patient/non-existent-patient is not known "
         "(POST transaction of 1 entries for Patient/p1, HTTP 400)"
     )
+
+
+# --- origins as requests connects (issue 10 item 1) ---------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "origin"),
+    [
+        ("https://fhir.example.org/fhir", "https://fhir.example.org:443"),
+        ("HTTPS://FHIR.Example.ORG:443/fhir", "https://fhir.example.org:443"),
+        ("http://127.0.0.1/fhir", "http://127.0.0.1:80"),
+        ("https://bücher.example/fhir", "https://xn--bcher-kva.example:443"),  # IDNA, as sent
+        ("http://[::1]:8080/fhir", "http://[::1]:8080"),
+        ("http://127.0.0.1:8080#@evil.example/x", "http://127.0.0.1:8080"),  # a fragment
+    ],
+)
+def test_connect_origin_is_where_requests_connects(url: str, origin: str) -> None:
+    assert connect_origin(url) == origin
+    assert origin_of(url) == origin
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.2:9000\\@127.0.0.1:8000/fhir/x",  # urllib.parse: .1; requests: .2
+        "http://user:pw@fhir.example.org/fhir",
+        "http://fhir.example.org%2F@evil.example/fhir",
+        "http://fhir.example.org;@evil.example/fhir",
+        "ftp://fhir.example.org/fhir",
+        "http://evil\t.example/fhir",
+    ],
+    ids=["backslash", "userinfo", "encoded-slash", "semicolon", "scheme", "control-character"],
+)
+def test_ambiguous_or_credentialed_urls_have_no_origin(url: str) -> None:
+    with pytest.raises(UnsafeUrl):
+        connect_origin(url)
+    assert origin_of(url) == "unsafe:"
+
+
+def test_a_base_url_with_userinfo_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigError, match="the FHIR base URL is not usable"):
+        FhirClient("https://user:secret@fhir.example.org/fhir")
+
+
+# --- secrets, limits and log lines (issue 10 items 6, 8, 14) ------------------------------------
+
+
+def test_secrets_are_learned_from_the_authorization_header_sent() -> None:
+    secrets = Secrets()
+    secrets.learn_authorization(requests.auth._basic_auth_str("screener", "pa55-word"))
+    secrets.learn_authorization("Bearer tok-123456")
+    text = "user screener:pa55-word, password pa55-word, token tok-123456, ok"
+    assert secrets.scrub(text) == "user ***, password ***, token ***, ok"
+    assert secrets.scrub("pa55-word%21") == "***%21"
+    secrets.learn_authorization("Bearer abc")  # too short to be told from ordinary text
+    assert secrets.scrub("abc") == "abc"
+
+
+def test_a_redacted_error_keeps_its_shape() -> None:
+    secrets = Secrets("tok-123456")
+    outcome = {"resourceType": "OperationOutcome", "issue": [{"diagnostics": "bad tok-123456"}]}
+    error = secrets.scrub_error(
+        FhirError("said tok-123456", request="GET x", patient="p1", operation_outcome=outcome)
+    )
+    assert str(error) == "said *** (GET x for Patient/p1)" and error.args == (str(error),)
+    assert error.operation_outcome == {
+        "resourceType": "OperationOutcome",
+        "issue": [{"diagnostics": "bad ***"}],
+    }
+
+
+def test_gzip_members_and_deflate_are_read_in_bounded_pieces() -> None:
+    data = b'{"resourceType": "Bundle"}' + b" " * 3_000_000
+
+    class Raw:
+        def __init__(self, body: bytes) -> None:
+            self.body = io.BytesIO(body)
+
+        def read1(self, amt: int | None = None, decode_content: bool | None = None) -> bytes:
+            assert decode_content is False  # we decompress, with a bound
+            return self.body.read(1000)
+
+    two_members = gzip.compress(data[:10]) + gzip.compress(data[10:])
+    assert read_body(Raw(two_members), {"Content-Encoding": "gzip"}, AnswerLimits(), 1e18) == data
+    deflated = zlib.compress(data)
+    assert read_body(Raw(deflated), {"Content-Encoding": "deflate"}, AnswerLimits(), 1e18) == data
+    with pytest.raises(AnswerTooLarge):
+        read_body(Raw(deflated), {"Content-Encoding": "deflate"}, AnswerLimits(2_999_999), 1e18)
+    with pytest.raises(AnswerUnreadable):
+        read_body(Raw(deflated), {"Content-Encoding": "br"}, AnswerLimits(), 1e18)
+
+
+def test_json_depth_is_bounded_without_recursion() -> None:
+    assert parse_json(b'{"a": [{"b": [1]}]}', max_depth=4) == {"a": [{"b": [1]}]}
+    with pytest.raises(TooDeep):
+        parse_json(b'{"a": [{"b": [1]}]}', max_depth=3)
+    with pytest.raises(TooDeep):
+        parse_json(b"[" * 100_000 + b"]" * 100_000)
+
+
+def test_log_lines_name_parameters_not_values() -> None:
+    assert loggable("GET Patient?name=Smith&birthdate=1950-01-01") == (
+        "GET Patient?name=…&birthdate=…"
+    )
+    assert loggable("POST batch of 7 GET requests") == "POST batch of 7 GET requests"
