@@ -618,3 +618,11 @@ def test_an_unconfirmed_brain_metastasis_keeps_oligoprogression_unknown(screener
     brain = metastasis(concept(SCT, "94225005"), verificationStatus=differential)
     oligo = screen(screener, count(2), brain).criterion("oligoprogression")
     assert oligo.result is Result.UNKNOWN and "differential" in oligo.reason
+
+
+def test_possible_lesions_for_the_same_reason_are_summarised(screener: Screener) -> None:
+    adt = medication_statement(LEUPROLIDE, effectivePeriod={"start": "2026-09-01"})
+    result = screen(screener, adt, finding(FEMUR, day="2026-11-12"), finding(RIB, day="2026-11-12"))
+    reason = result.criterion("oligoprogression").reason
+    assert "Bone structure of femur and Bone structure of rib on 2026-11-12:" in reason
+    assert reason.count("flare") == 1

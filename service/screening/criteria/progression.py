@@ -51,7 +51,8 @@ def _details(progression: Progression) -> str:
     parts = []
     if progression.possible:
         parts.append(
-            f"Possible lesions (not counted as certain): {'; '.join(progression.possible)}."
+            "Possible lesions (not counted as certain): "
+            f"{'; '.join(_grouped(progression.possible))}."
         )
     if progression.set_aside:
         parts.append(
@@ -71,6 +72,26 @@ def _details(progression: Progression) -> str:
     if progression.notes:
         parts.append(f"Notes: {'; '.join(progression.notes)}.")
     return (" " + " ".join(parts)) if parts else ""
+
+
+def _grouped(items: list[str]) -> list[str]:
+    """'A on D: why', 'B on D: why' -> 'A and B on D: why' (§7b: repeats summarised)."""
+    by_why: dict[str, list[str]] = {}
+    for item in items:
+        where, sep, why = item.partition(": ")
+        by_why.setdefault(why if sep else item, []).append(where if sep else "")
+    lines = []
+    for why, wheres in by_why.items():
+        if not any(wheres):
+            lines.append(why)
+            continue
+        days = {w.rpartition(" on ")[2] for w in wheres}
+        if len(wheres) > 1 and len(days) == 1 and all(" on " in w for w in wheres):
+            names = join_names([w.rpartition(" on ")[0] for w in wheres])
+            lines.append(f"{names} on {days.pop()}: {why}")
+        else:
+            lines.append(f"{join_names(wheres)}: {why}")
+    return lines
 
 
 def _no_evidence(ctx: Context, progression: Progression) -> str:
