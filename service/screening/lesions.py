@@ -59,11 +59,14 @@ __all__ = [
     "find_progression",
     "finding_site",
     "is_prostate_metastasis",
+    "is_unconfirmed",
     "localization",
     "metastases_stratum",
+    "other_primary",
     "prostate_metastases",
     "recorded_site_classes",
     "spinal_metastasis_sites",
+    "verification",
 ]  # fmt: skip
 
 COUNT, FINDINGS, DISEASE_STATUS, CONDITIONS = "count", "findings", "disease-status", "conditions"
