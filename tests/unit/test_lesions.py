@@ -626,3 +626,10 @@ def test_possible_lesions_for_the_same_reason_are_summarised(screener: Screener)
     reason = result.criterion("oligoprogression").reason
     assert "Bone structure of femur and Bone structure of rib on 2026-11-12:" in reason
     assert reason.count("flare") == 1
+
+
+def test_obds_site_codes_in_bodysite_classify(screener: Screener) -> None:
+    obds = "https://www.medizininformatik-initiative.de/fhir/ext/modul-onko/CodeSystem/mii-cs-onko-fernmetastasen"
+    result = screen(screener, finding(concept(obds, "HEP")), finding(concept(SCT, "258333005")))
+    assert results(result) == (Result.MET, Result.NOT_MET)
+    assert "2 progressive extracranial lesions" in result.criterion("oligoprogression").reason
