@@ -8,6 +8,7 @@ off); development mode must be asked for explicitly and is announced loudly.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
@@ -80,19 +81,26 @@ DEFAULT_RUN_SEARCH_PARAMS = (
     "_has:MedicationAdministration:*:code", "_has:DiagnosticReport:*:code",
 )  # fmt: skip
 
-# Hosts where plain http never leaves the machine (a TLS-terminating sidecar, tests).
-LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+def _is_loopback(host: str) -> bool:
+    """`localhost` or a loopback IP literal (127.0.0.0/8, ::1); never a name like 127.x.org."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _require_https(name: str, url: str | None) -> None:
-    """Production sends tokens and patient data only over TLS (loopback excepted)."""
+    """Production sends tokens and patient data only over TLS; plain http only to loopback,
+    where it never leaves the machine (a TLS-terminating sidecar, tests)."""
     if not url:
         return
     parsed = urlsplit(url)
     host = (parsed.hostname or "").lower()
     if parsed.scheme.lower() == "https" and host:
         return
-    if parsed.scheme.lower() == "http" and (host in LOOPBACK_HOSTS or host.startswith("127.")):
+    if parsed.scheme.lower() == "http" and _is_loopback(host):
         return
     raise ConfigError(f"{name}: must be an https:// URL in production")
 

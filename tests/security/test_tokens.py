@@ -231,20 +231,21 @@ def test_production_settings_refuse_weak_token_configurations() -> None:
         "MEDCARE_JWT_JWKS_URL": {**jwt_env, "MEDCARE_JWT_AUDIENCE": "a",
                                  "MEDCARE_JWT_JWKS_URL": "http://idp.example.org/jwks"},
         "MEDCARE_FHIR_BASE_URL": {**base, "MEDCARE_FHIR_BASE_URL": "http://fhir.example.org/r4"},
+        # a name that only starts like a loopback address is not one
+        "MEDCARE_FHIR_BASE_URL ": {**base, "MEDCARE_FHIR_BASE_URL": "http://127.0.0.1.example.org/r4"},
         "MEDCARE_CDS_ISSUERS": {**base, "MEDCARE_CDS_AUDIENCE": "https://x/cds",
                                 "MEDCARE_CDS_ISSUERS": "https://ehr=http://ehr.example.org/jwks"},
         "MEDCARE_CDS_AUDIENCE": {**base, "MEDCARE_CDS_ISSUERS": "https://ehr=https://ehr/jwks"},
     }  # fmt: skip
     for variable, env in refused.items():
-        with pytest.raises(ConfigError, match=variable) as error:
+        with pytest.raises(ConfigError, match=variable.strip()) as error:
             settings_from_env(env).check()
         assert "example.org" not in str(error.value)  # the name, never the value
     # https everywhere, or plain http on loopback (a TLS sidecar), is accepted
     good = {**jwt_env, "MEDCARE_JWT_AUDIENCE": "a", "MEDCARE_FHIR_BASE_URL": "https://f/r4"}
     assert settings_from_env(good).check()
-    assert settings_from_env(
-        {**good, "MEDCARE_FHIR_BASE_URL": "http://127.0.0.1:8080/fhir"}
-    ).check()
+    for loopback in ("http://127.0.0.1:8080/fhir", "http://[::1]:8080/fhir", "http://localhost/r4"):
+        assert settings_from_env({**good, "MEDCARE_FHIR_BASE_URL": loopback}).check()
     # development may use http anywhere, and JWTs without an audience setting
     dev = {**jwt_env, "MEDCARE_ENV": "development", "MEDCARE_FHIR_BASE_URL": "http://fhir:8080/r4"}
     assert settings_from_env(dev).check().development
