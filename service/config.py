@@ -81,6 +81,7 @@ DEFAULT_RUN_SEARCH_PARAMS = (
     "_has:MedicationAdministration:*:code", "_has:DiagnosticReport:*:code",
 )  # fmt: skip
 
+
 def _is_loopback(host: str) -> bool:
     """`localhost` or a loopback IP literal (127.0.0.0/8, ::1); never a name like 127.x.org."""
     if host == "localhost":
