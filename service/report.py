@@ -3,11 +3,79 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 from service.screening.result import CRITERIA, Result, ScreenResult
 
 RESULT_ORDER = (Result.MET, Result.NOT_MET, Result.UNKNOWN, Result.MANUAL)
+STRATA = ("metastases", "localization", "systemic_therapy")
+NOT_KNOWN = "not known"
+
+
+class Tiers:
+    """The funnel in tiers (issue 12 item 10, criteria.md §2): ready for the board (candidate,
+    nothing missing), candidate with data to chase, ineligible; and, among candidates, the
+    spread of each stratum (criteria.md §6), so a coordinator sees what the board will get."""
+
+    def __init__(self) -> None:
+        self.ready = 0
+        self.chase = 0
+        self.ineligible = 0
+        self.strata: dict[str, Counter[str]] = {name: Counter() for name in STRATA}
+
+    def add(
+        self, status: str, missing_data: Sequence[str], strata: Mapping[str, str | None]
+    ) -> None:
+        if status != "candidate":
+            self.ineligible += 1
+            return
+        if missing_data:
+            self.chase += 1
+        else:
+            self.ready += 1
+        for name in STRATA:
+            self.strata[name][strata.get(name) or NOT_KNOWN] += 1
+
+    def add_body(self, body: Mapping[str, Any]) -> None:
+        """Count a stored §7 result (a dict, as the store and the API hold it)."""
+        self.add(
+            str(body.get("status")),
+            list(body.get("missing_data") or ()),
+            dict(body.get("strata") or {}),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ready_for_board": self.ready,
+            "candidate_data_to_chase": self.chase,
+            "ineligible": self.ineligible,
+            "strata_among_candidates": {
+                name: dict(sorted(counts.items())) for name, counts in self.strata.items()
+            },
+        }
+
+    def text(self) -> str:
+        lines = [
+            f"Ready for the board (candidate, nothing missing): {self.ready}",
+            f"Candidate, data to chase: {self.chase}",
+            f"Ineligible: {self.ineligible}",
+        ]
+        if self.ready + self.chase:
+            lines.append("Strata among candidates:")
+            for name, counts in self.strata.items():
+                spread = ", ".join(f"{value} {n}" for value, n in sorted(counts.items()))
+                lines.append(f"  {name}: {spread}")
+        return "\n".join(lines)
+
+
+def tiers_of(bodies: Iterable[Mapping[str, Any] | None]) -> Tiers:
+    """Tiers over stored results (None: a patient not screened yet, or failed: not counted)."""
+    tiers = Tiers()
+    for body in bodies:
+        if body is not None:
+            tiers.add_body(body)
+    return tiers
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -46,6 +114,7 @@ class Report:
         # patients ruled out for the first time at each criterion (the funnel's steps)
         self.first_ruled_out: Counter[str] = Counter()
         self.candidates = 0
+        self.tiers = Tiers()
 
     def add(self, result: ScreenResult) -> None:
         self.rows.append(patient_row(result))
@@ -59,6 +128,7 @@ class Report:
             self.first_ruled_out[ruled_out_at] += 1
         if result.status.value == "candidate":
             self.candidates += 1
+        self.tiers.add(result.status.value, result.missing_data, result.strata)
 
     def table(self) -> str:
         headers = ("patient", "status", "type", "ruled out by", "needs review")
@@ -80,4 +150,4 @@ class Report:
             f"\n{total} patients screened: {self.candidates} candidate, "
             f"{total - self.candidates} ineligible."
         )
-        return _table(headers, rows) + footer
+        return _table(headers, rows) + footer + "\n" + self.tiers.text()

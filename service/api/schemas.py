@@ -193,6 +193,12 @@ class AttritionSchema(Schema):
     ineligible = fields.Integer()
     failed = fields.Integer()
     criteria = fields.List(fields.Nested(CriterionAttritionSchema))
+    tiers = fields.Dict(
+        metadata={
+            "description": "ready_for_board (candidate, nothing missing), "
+            "candidate_data_to_chase, ineligible, and strata_among_candidates"
+        }
+    )
 
 
 class ChangeItemSchema(Schema):

@@ -19,6 +19,7 @@ from service.api.schemas import (
 )
 from service.config import Settings
 from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
+from service.report import Tiers
 from service.runtime import SourceUnavailable
 from service.store import BadCursor, InvalidAsOf, RunInfo
 
@@ -119,9 +120,26 @@ def run_results(args: dict[str, Any], run_id: str) -> dict[str, Any]:
 @blp.alt_response(403, schema=ErrorSchema, description="the credential lacks the permission")
 @blp.alt_response(404, schema=ErrorSchema)
 def run_summary(run_id: str) -> Any:
-    """Attrition: per criterion the counts of each result and the patients left (the funnel)."""
+    """Attrition: per criterion the counts of each result and the patients left (the funnel),
+    and the funnel in tiers: ready for the board, candidate with data to chase, ineligible, with
+    the spread of each stratum among candidates (issue 12 item 10)."""
     _run_or_404(run_id)
-    return runtime().store.attrition(run_id)
+    summary = dict(runtime().store.attrition(run_id))
+    summary["tiers"] = run_tiers(runtime().store, run_id).to_dict()
+    return summary
+
+
+def run_tiers(store: Any, run_id: str) -> Tiers:
+    """Tiers over every screened patient of the run, read page by page (bounded memory)."""
+    tiers = Tiers()
+    cursor = None
+    while True:
+        items, cursor = store.run_results(run_id, cursor, 500)
+        for item in items:
+            if item["result"] is not None:
+                tiers.add_body(item["result"])
+        if cursor is None:
+            return tiers
 
 
 @blp.route("/<run_id>/cancel", methods=["POST"])
