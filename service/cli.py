@@ -34,7 +34,7 @@ from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
 from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
 from service.fhir.ndjson_stream import NdjsonStream
-from service.fhir.server_source import ServerSource
+from service.fhir.server_source import PopulationError, ServerSource
 from service.mapping import MappingError, load_mappings
 from service.population import Screened, screen_record, screen_records, screen_stream
 from service.report import Report
@@ -174,16 +174,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "load-fixtures":
-            return run_load_fixtures(args, sys.stdout, sys.stderr)
-        if args.command == "serve":
-            return run_serve(args)
-        return run_screen(args, sys.stdout, sys.stderr)
-    except (SourceError, MappingError, ConfigError, UsageError, FhirError) as exc:
+            code = run_load_fixtures(args, sys.stdout, sys.stderr)
+        elif args.command == "serve":
+            code = run_serve(args)
+        else:
+            code = run_screen(args, sys.stdout, sys.stderr)
+        sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
+        return code
+    except (SourceError, MappingError, ConfigError, UsageError, FhirError, PopulationError) as exc:
         print(f"medcare-screen: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except MemoryError:
+        print("medcare-screen: error: out of memory (for a large population, use Bulk Data "
+              "NDJSON files, which are screened in bounded memory)", file=sys.stderr)  # fmt: skip
+        return EXIT_INPUT
+    except OSError as exc:  # a full disk (ENOSPC), a closed output, a file that went away
+        _say_os_error(exc)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("medcare-screen: interrupted", file=sys.stderr)
         return 130
+
+
+def _say_os_error(exc: OSError) -> None:
+    """One line naming the problem ('No space left on device', and the file when known);
+    output that can no longer be written is dropped, so exiting does not raise it again."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    print(f"medcare-screen: error: {exc.strerror or type(exc).__name__}{where}", file=sys.stderr)
+    try:
+        sys.stdout.flush()
+    except OSError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def make_client(base_url: str) -> FhirClient:

@@ -13,7 +13,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from service.screening.result import CRITERIA
 
-FHIR_ID = validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}$", error="not a FHIR resource id")
+FHIR_ID = validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}\Z", error="not a FHIR resource id")
 CRITERION_IDS = [cid for cid, _ in CRITERIA]
 
 
@@ -88,7 +88,7 @@ class RunRequestSchema(Schema):
     )
     search = fields.String(
         validate=validate.Regexp(
-            r"^Patient(\?.*)?$",
+            r"^Patient(\?.*)?\Z",
             error="must be a Patient search, e.g. 'Patient?_has:Condition:patient:code=...'",
         ),
     )

@@ -19,7 +19,9 @@ from service.fhir.record import (
     PatientRecord,
     Resource,
     index_medication,
+    is_fhir_id,
     patient_id_of,
+    printable,
     subject_reference,
 )
 
@@ -58,13 +60,13 @@ class LocalSource:
             if patient_id in patients:
                 yield patients[patient_id]
             else:
-                self.problems.append(f"{self.path}: no Patient with id {patient_id!r}")
+                self.problems.append(f"{self.path}: no Patient with id {printable(patient_id)!r}")
 
     def record(self, patient_id: str) -> PatientRecord:
         """One patient's record; SourceError when the source has no such Patient."""
         patients = self._patients()
         if patient_id not in patients:
-            raise SourceError(f"{self.path}: no Patient with id {patient_id!r}")
+            raise SourceError(f"{self.path}: no Patient with id {printable(patient_id)!r}")
         return patients[patient_id]
 
     def patient_ids(self) -> list[str]:
@@ -89,6 +91,9 @@ class LocalSource:
                     self.problems.append(
                         f"{full_url or 'a Patient'}: Patient without an id, skipped"
                     )
+                    continue
+                if not is_fhir_id(patient_id):
+                    self.problems.append(f"Patient/{printable(patient_id)}: not a FHIR id, skipped")
                     continue
                 record = patients.setdefault(
                     patient_id, PatientRecord(patient_id, medications=medications)
@@ -119,6 +124,7 @@ class LocalSource:
             handle = file.open("rb")  # decoded line by line: one bad line is one problem
         except OSError as exc:
             raise SourceError(f"{file}: cannot be opened ({exc.strerror})") from exc
+        first_problem, resources = len(self.problems), 0
         with handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
@@ -139,7 +145,14 @@ class LocalSource:
                 if not isinstance(resource, dict) or "resourceType" not in resource:
                     self.problems.append(f"{file} line {number}: not a FHIR resource, skipped")
                     continue
+                resources += 1
                 yield resource, None
+        if not resources and len(self.problems) > first_problem:
+            lines = len(self.problems) - first_problem
+            del self.problems[first_problem:]  # said once, below, instead of once per line
+            raise SourceError(
+                f"{file}: not NDJSON (none of its {lines:,} lines is a FHIR resource)"
+            )
 
 
 def source_files(folder: Path) -> list[Path]:

@@ -42,7 +42,9 @@ from service.fhir.record import (
     PatientRecord,
     Resource,
     index_medication,
+    is_fhir_id,
     patient_id_of,
+    printable,
     subject_patient_id,
 )
 from service.parallel import ordered_map
@@ -185,13 +187,16 @@ class NdjsonStream:
             try:
                 outcomes = ordered_map(_run_task, tasks, workers, self._say_broken)
                 next_line = dict.fromkeys(range(len(files)), 1)
+                finished: list[_TaskOutcome] = []
                 for outcome in outcomes:  # in task order, which is the files' order
+                    finished.append(outcome)
                     for span, lines in outcome.line_counts:
                         partition.first_lines[span] = next_line[spans[span].file_index]
                         next_line[spans[span].file_index] += lines
                     partition.medications.update(outcome.medications)
                     for span, number, what in outcome.problems:
                         self.problems.append(f"{partition.where(span, number)}: {what}")
+                _refuse_files_without_a_resource(files, spans, finished, next_line)
             finally:
                 _current_partitioner = None
             yield partition
@@ -255,11 +260,12 @@ class _Partitioner:
         # what one task found, returned to the caller (a worker's own copies otherwise)
         self.medications: dict[str, Resource] = {}
         self.problems: list[tuple[int, int, str]] = []
+        self.blank: dict[int, int] = {}  # blank lines per span
         self.span = 0
 
     def run(self, task: _Task) -> _TaskOutcome:
         """Partition the task's spans into the buckets' part files of this task."""
-        self.medications, self.problems = {}, []
+        self.medications, self.problems, self.blank = {}, [], {}
         handles: dict[int, IO[bytes]] = {}
         counts: list[tuple[int, int]] = []
         try:
@@ -268,7 +274,7 @@ class _Partitioner:
         finally:
             for handle in handles.values():
                 handle.close()
-        return _TaskOutcome(self.medications, self.problems, counts)
+        return _TaskOutcome(self.medications, self.problems, counts, list(self.blank.items()))
 
     def _span(self, span: _Span, task: int, handles: dict[int, IO[bytes]]) -> int:
         """Partition the lines that start in the span; returns how many there are."""
@@ -388,6 +394,7 @@ class _Partitioner:
     def _place_decoded(self, line: bytes, number: int) -> str | None:
         """The slow, exact path: decode the line and place it as LocalSource would."""
         if not line.strip():
+            self.blank[self.span] = self.blank.get(self.span, 0) + 1
             return None
         resource = _decode(line)
         if isinstance(resource, str):
@@ -403,6 +410,10 @@ class _Partitioner:
             patient_id = resource.get("id")
             if not isinstance(patient_id, str):
                 self.problems.append((self.span, number, "Patient without an id, skipped"))
+                return None
+            if not is_fhir_id(patient_id):
+                shown = f"Patient/{printable(patient_id)}: not a FHIR id, skipped"
+                self.problems.append((self.span, number, shown))
                 return None
             return patient_id
         return subject_patient_id(resource)
@@ -431,6 +442,7 @@ class _TaskOutcome:
     medications: dict[str, Resource]
     problems: list[tuple[int, int, str]]  # (span, line within the span, what)
     line_counts: list[tuple[int, int]]  # (span, lines in it)
+    blank_lines: list[tuple[int, int]]  # (span, blank lines in it)
 
 
 _current_partitioner: _Partitioner | None = None  # what a forked worker inherits
@@ -461,6 +473,26 @@ def _tasks(files: list[Path], sizes: list[int], workers: int) -> list[_Task]:
     if group:
         tasks.append(_Task(len(tasks), tuple(group)))
     return tasks
+
+
+def _refuse_files_without_a_resource(
+    files: list[Path], spans: list[_Span], outcomes: list[_TaskOutcome], next_line: dict[int, int]
+) -> None:
+    """SourceError for a file whose every line that is not blank was a problem: it is not
+    NDJSON (random bytes gave 7,733 warnings and exit 0), and saying so once is more useful."""
+    problems: dict[int, int] = {}
+    blank: dict[int, int] = {}
+    for outcome in outcomes:
+        for span, _number, _what in outcome.problems:
+            problems[spans[span].file_index] = problems.get(spans[span].file_index, 0) + 1
+        for span, count in outcome.blank_lines:
+            blank[spans[span].file_index] = blank.get(spans[span].file_index, 0) + count
+    for index, file in enumerate(files):
+        lines = next_line[index] - 1
+        if problems.get(index, 0) and problems[index] + blank.get(index, 0) >= lines:
+            raise SourceError(
+                f"{file}: not NDJSON (none of its {lines:,} lines is a FHIR resource)"
+            )
 
 
 def _line_aligned(reader: IO[bytes], offset: int) -> int:

@@ -6,6 +6,7 @@ keeps a Synthea-sized record (thousands of resources) cheap to screen.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +25,8 @@ CLINICAL_TYPES = (
 # Types that are about one patient and must name ours to be used (criteria.md §3).
 PATIENT_BOUND_TYPES = frozenset({"Patient", *CLINICAL_TYPES})
 FOREIGN_IDS_LISTED = 5  # in the record's note; the rest are counted
+# FHIR R4 `id`, matched against the whole string (`$` would accept a trailing newline).
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass
@@ -142,16 +145,31 @@ def patient_id_of(reference: str) -> str | None:
 
 
 def versioned_reference(resource: Resource) -> str:
-    """'Observation/77/_history/2' where the version is known, else 'Observation/77'."""
-    resource_type = resource.get("resourceType", "Resource")
+    """'Observation/77/_history/2' where the version is known, else 'Observation/77'; control
+    characters in an invalid id are escaped (references end up in reasons, logs, terminals)."""
+    resource_type = printable(str(resource.get("resourceType", "Resource")))
     resource_id = resource.get("id")
     if not isinstance(resource_id, str):
         return f"{resource_type}/(no id)"
     meta = resource.get("meta")
     version = meta.get("versionId") if isinstance(meta, dict) else None
     if isinstance(version, str) and version:
-        return f"{resource_type}/{resource_id}/_history/{version}"
-    return f"{resource_type}/{resource_id}"
+        return f"{resource_type}/{printable(resource_id)}/_history/{printable(version)}"
+    return f"{resource_type}/{printable(resource_id)}"
+
+
+def is_fhir_id(value: object) -> bool:
+    """Whether `value` is a valid FHIR id (the whole string: 'fx-base\\n' is not)."""
+    return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
+
+
+def printable(text: str) -> str:
+    """`text` with non-printable characters escaped ('\\n', '\\x1b'): ids from servers and
+    files reach terminals and logs, where a raw newline forges a log line and an escape
+    sequence rewrites the screen."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def subject_patient_id(resource: Resource) -> str | None:
@@ -163,7 +181,8 @@ def subject_patient_id(resource: Resource) -> str | None:
 def _reference_of(resource: Resource) -> str:
     """'Condition/9' of a resource (ids only: safe for notes and logs)."""
     resource_id = resource.get("id")
-    return f"{resource.get('resourceType')}/{resource_id if isinstance(resource_id, str) else '(no id)'}"
+    shown = printable(resource_id) if isinstance(resource_id, str) else "(no id)"
+    return f"{printable(str(resource.get('resourceType')))}/{shown}"
 
 
 def subject_reference(resource: Resource) -> str | None:

@@ -22,7 +22,14 @@ from urllib.parse import parse_qsl, quote
 
 from service.fhir.client import FhirClient, origin_of, search_path
 from service.fhir.errors import FhirBadResponse, FhirError, FhirNotFound
-from service.fhir.record import CLINICAL_TYPES, PatientRecord, Resource, type_and_id
+from service.fhir.record import (
+    CLINICAL_TYPES,
+    PatientRecord,
+    Resource,
+    is_fhir_id,
+    printable,
+    type_and_id,
+)
 from service.mapping import Mappings
 from service.mapping.model import ValueSet
 
@@ -49,6 +56,10 @@ MEDICATION_USE_TYPES: Final = (
 LOINC: Final = "http://loinc.org"
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_WORKERS: Final = 6  # one per search of a record
+
+
+class PopulationError(ValueError):
+    """A population that cannot be selected as asked (a search of another resource type)."""
 
 
 class ServerSource:
@@ -128,7 +139,9 @@ class ServerSource:
         ids: Iterable[str] | None = None,
     ) -> Iterator[str]:
         """Patient ids from exactly one of: a Patient search ('Patient?_has:Condition:...' or
-        just its query), a Group id (its Patient members), or a list of ids. Each id once."""
+        just its query), a Group id (its Patient members), or a list of ids. Each id once; a
+        string that is not a FHIR id (a newline or an escape sequence in it) is skipped with a
+        warning that shows it escaped, so it never reaches a request, a log line or a terminal."""
         if sum(x is not None for x in (search, group, ids)) != 1:
             raise ValueError("give exactly one of a Patient search, a Group or a list of ids")
         if search is not None:
@@ -139,14 +152,18 @@ class ServerSource:
             found = iter(ids or ())
         seen: set[str] = set()
         for patient_id in found:
-            if patient_id not in seen:
+            if not is_fhir_id(patient_id):
+                log.warning("Patient/%s: not a FHIR id, skipped", printable(patient_id))
+            elif patient_id not in seen:
                 seen.add(patient_id)
                 yield patient_id
 
     def _ids_from_search(self, search: str) -> Iterator[str]:
         resource_type, _, query = search.strip().rpartition("?")
         if resource_type not in ("", "Patient"):
-            raise ValueError(f"a population search must be a Patient search, not {resource_type}")
+            raise PopulationError(
+                f"a population search must be a Patient search, not {printable(resource_type)}"
+            )
         params = parse_qsl(query, keep_blank_values=True)
         if not any(name == "_elements" for name, _ in params):
             params.append(("_elements", "id"))  # ids are all we need: keep the pages small
@@ -167,7 +184,11 @@ class ServerSource:
             else:
                 skipped += 1
         if skipped:
-            log.warning("Group/%s: %d members are not active Patients, skipped", group_id, skipped)
+            log.warning(
+                "Group/%s: %d members are not active Patients, skipped",
+                printable(group_id),
+                skipped,
+            )
 
     # --- fetching ---------------------------------------------------------------------------
 
@@ -217,7 +238,7 @@ class ServerSource:
                 if reference is None or record.resolve_medication(reference, resource):
                     continue
                 tail = type_and_id(reference)
-                referrer = f"{resource_type}/{resource.get('id')}"
+                referrer = f"{resource_type}/{printable(str(resource.get('id')))}"
                 if tail is None or not tail.startswith("Medication/"):
                     record.problems.append(f"{referrer}: medication reference is not a Medication")
                 elif "://" in reference and origin_of(reference) != self.client.origin:

@@ -100,9 +100,33 @@ def load_mappings(directory: Path | None = None) -> Mappings:
     )
 
 
+# Aliases a mapping file may use. The bundled files use none; each alias stands for a whole
+# anchored node, so a few kilobytes of nested aliases ("billion laughs": 110 KB) expand to
+# billions of nodes: 48 s and 1.2 GB at every start before this bound.
+MAX_ALIASES = 16
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """yaml.safe_load's loader, refusing a document with more than MAX_ALIASES aliases."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.aliases_seen = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases_seen += 1
+            if self.aliases_seen > MAX_ALIASES:
+                mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+                raise yaml.composer.ComposerError(
+                    None, None, f"more than {MAX_ALIASES} aliases (*name)", mark
+                )
+        return super().compose_node(parent, index)
+
+
 def _load(path: Path, schema: Schema) -> dict[str, Any]:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_BoundedLoader)
     except FileNotFoundError as exc:
         raise MappingError(f"{path}: file not found") from exc
     except yaml.YAMLError as exc:
@@ -185,7 +209,9 @@ def _load_lesion_maps(
                 where = f"concepts.{name}.codes.{index}"
                 systems = _systems(path, doc["systems"], entry["system"], where)
                 code = normalize_code(entry.get("code") or entry["prefix"])
-                region = regions.setdefault(entry["region"], (set(), [])) if "region" in entry else None
+                region = (
+                    regions.setdefault(entry["region"], (set(), [])) if "region" in entry else None
+                )
                 if "code" in entry:
                     pairs = {(system, code) for system in systems}
                     exact |= pairs
@@ -212,7 +238,9 @@ def _load_lesion_maps(
             key: ValueSet(f"region:{key}", key, frozenset(exact), tuple(prefixes))
             for key, (exact, prefixes) in regions.items()
         },
-        spinal=ValueSet("spinal-site", "spinal sites", frozenset(spinal_exact), tuple(spinal_prefixes)),
+        spinal=ValueSet(
+            "spinal-site", "spinal sites", frozenset(spinal_exact), tuple(spinal_prefixes)
+        ),
         names=names,
         length_units_mm=units,
     )

@@ -58,8 +58,8 @@ def test_a_deep_ndjson_line_is_a_warning_with_its_line_and_the_screen_goes_on(
     export = bundles_to_ndjson([FIXTURES / "base.json"], tmp_path / "export")
     conditions = export / "Condition.ndjson"
     before = conditions.read_text().count("\n")
-    with conditions.open("a") as out:
-        out.write(_deep_condition_line())
+    with conditions.open("a") as appended:
+        appended.write(_deep_condition_line())
     code, out, err = _screen(export, capsys, "--workers", workers)
     assert code == 0, err
     assert "Traceback" not in err and "RecursionError" not in err
@@ -76,7 +76,8 @@ def test_a_deep_ndjson_line_next_to_bundles_is_a_warning_too(
     folder = tmp_path / "mixed"  # Bundles and NDJSON: read by LocalSource, not the stream
     folder.mkdir()
     (folder / "base.json").write_text((FIXTURES / "base.json").read_text())
-    (folder / "extra.ndjson").write_text(_deep_condition_line())
+    medication = '{"resourceType": "Medication", "id": "m-extra"}\n'  # one good line at least
+    (folder / "extra.ndjson").write_text(_deep_condition_line() + medication)
     code, out, err = _screen(folder, capsys)
     assert code == 0, err
     assert [json.loads(line)["status"] for line in out.splitlines()] == ["candidate"]
