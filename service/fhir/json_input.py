@@ -3,9 +3,10 @@
 
 Nesting: Python's decoder gives up with a RecursionError near 1,000 levels, and fhir.resources
 validation already near 300 (extensions within extensions); real FHIR data is under 10 levels
-deep (the fixtures and the Synthea sample: 8). So a document deeper than MAX_DEPTH is refused
-as malformed input, with a ValueError the caller reports like any other bad line or body,
-instead of a RecursionError that would stop a whole screen or fail a request with a 500.
+deep (the fixtures and the Synthea sample: 8). So a document deeper than MAX_DEPTH (the limit
+service.fhir.limits applies to server answers) is refused as malformed input, with a ValueError
+the caller reports like any other bad line or body, instead of a RecursionError that would stop
+a whole screen or fail a request with a 500.
 
 Duplicate keys: `json.loads` silently keeps the last of two equal keys, so two readers of the
 same body may see different values; where asked (API bodies) they are refused, naming the key.
@@ -16,7 +17,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-MAX_DEPTH = 100
+from service.fhir.limits import MAX_JSON_DEPTH, depth_exceeds
+
+MAX_DEPTH = MAX_JSON_DEPTH
 KEY_SHOWN = 64  # characters of a duplicate key quoted in the message
 
 
@@ -39,23 +42,9 @@ def loads(data: str | bytes, *, unique_keys: bool = False) -> Any:
         value = json.loads(data, object_pairs_hook=_unique_object if unique_keys else None)
     except RecursionError:
         raise NestedTooDeeply() from None
-    if _brackets(data) > MAX_DEPTH and too_deep(value):
+    if _brackets(data) > MAX_DEPTH and depth_exceeds(value, MAX_DEPTH):
         raise NestedTooDeeply()
     return value
-
-
-def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
-    """True when objects and arrays nest more than `limit` levels (counted without recursion)."""
-    if not isinstance(value, dict | list):
-        return False
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        children = item.values() if isinstance(item, dict) else item
-        if depth > limit:
-            return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
-    return False
 
 
 def _brackets(data: str | bytes) -> int:
