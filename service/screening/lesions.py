@@ -380,7 +380,11 @@ def _from_findings(
         sure = site.klass != POSSIBLY_INTRACRANIAL
         lesions.append(_Lesion(site, exam, sure, "" if sure else f"{where}: possibly intracranial"))
     certain, possible, matched_note = _combine(lesions, len(exams))
-    progression.possible.extend(lesion.why for lesion in lesions if not lesion.certain)
+    # a possible lesion matched to a certain one at the same site is that lesion: not listed
+    confirmed = _matched_certain_keys(lesions)
+    progression.possible.extend(
+        lesion.why for lesion in lesions if not lesion.certain and lesion.site.key not in confirmed
+    )
     if matched_note:
         progression.notes.append(matched_note)
     latest = max(exams)
@@ -393,6 +397,17 @@ def _from_findings(
         evidence, pet_only=all_pet, progression_day=min(certain_days, default=None),
         modality=how,
     )  # fmt: skip
+
+
+def _matched_certain_keys(lesions: list[_Lesion]) -> set[str]:
+    """Sites with at most one lesion per exam and a certain one on some exam."""
+    per_key_exam: dict[tuple[str, date], int] = {}
+    for lesion in lesions:
+        per_key_exam[(lesion.site.key, lesion.exam)] = (
+            per_key_exam.get((lesion.site.key, lesion.exam), 0) + 1
+        )
+    ambiguous = {key for (key, _exam), n in per_key_exam.items() if n > 1}
+    return {x.site.key for x in lesions if x.certain and x.site.key not in ambiguous}
 
 
 def _combine(lesions: list[_Lesion], exams: int) -> tuple[int, int, str]:

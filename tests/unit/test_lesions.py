@@ -633,3 +633,14 @@ def test_obds_site_codes_in_bodysite_classify(screener: Screener) -> None:
     result = screen(screener, finding(concept(obds, "HEP")), finding(concept(SCT, "258333005")))
     assert results(result) == (Result.MET, Result.NOT_MET)
     assert "2 progressive extracranial lesions" in result.criterion("oligoprogression").reason
+
+
+def test_a_flare_lesion_confirmed_on_a_later_scan_counts_once(screener: Screener) -> None:
+    adt = medication_statement(LEUPROLIDE, effectivePeriod={"start": "2026-08-01"})
+    early, late = finding(FEMUR, day="2026-10-20"), finding(FEMUR, day="2026-11-12")
+    oligo = screen(screener, adt, early, late).criterion("oligoprogression")
+    assert (
+        oligo.result is Result.MET
+    )  # 2026-08-01 + 84 days = 2026-10-24: only the first is a flare
+    assert "1 progressive extracranial lesion" in oligo.reason and "flare" not in oligo.reason
+    assert "2026-11-12" in oligo.reason  # the progression date is the confirming scan
