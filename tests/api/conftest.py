@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,8 @@ from service.runtime import Runtime
 from tests.conftest import FIXTURES
 
 TOKEN = "test-token-0123456789abcdef"
+# the fixtures are written for this day: screens as of it are current results (not look backs)
+TODAY = date(2026, 11, 26)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -25,6 +28,7 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
         api_token_hashes=(token_digest(TOKEN),),
         run_concurrency=2,
+        today=TODAY,
     )
     return base.with_overrides(**overrides)
 

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import time
+from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 
-from tests.api.conftest import AUTH
+from service.api import create_app
+from service.runtime import Runtime
+from tests.api.conftest import AUTH, make_settings
 from tests.contract.contract_schema import check_contract
 
 
@@ -134,11 +138,20 @@ def test_searches_need_a_server(client: FlaskClient) -> None:
     assert response.status_code == 422
 
 
-def test_changes_feed_sees_every_change_exactly_once(client: FlaskClient) -> None:
+def test_changes_feed_sees_every_change_exactly_once(client: FlaskClient, tmp_path: Path) -> None:
     screens = [("fx-base", "2026-11-26"), ("fx-age-17", "2026-11-26"), ("fx-base", "2026-11-26"),
-               ("fx-base", "2026-11-25"), ("fx-base", "2027-03-01")]  # fmt: skip
+               ("fx-base", "2026-11-25")]  # fmt: skip
     for patient, as_of in screens:
         client.post("/v1/screen", json={"patient": patient, "as_of": as_of}, headers=AUTH)
+    # months later, on the same database (the service's today moved on)
+    later = make_settings(tmp_path, today=date(2027, 3, 1))
+    runtime = Runtime(later)
+    try:
+        create_app(later, runtime).test_client().post(
+            "/v1/screen", json={"patient": "fx-base", "as_of": "2027-03-01"}, headers=AUTH
+        )
+    finally:
+        runtime.close()
     seen = []
     cursor = None
     for _ in range(10):
@@ -148,8 +161,8 @@ def test_changes_feed_sees_every_change_exactly_once(client: FlaskClient) -> Non
         cursor = page["next_cursor"]
         if not page["items"]:
             break
-    # the same screen again, or the same data a day earlier, is not a change; months later
-    # (testosterone and performance status now stale) it is
+    # the same screen again is not a change, nor is a look back at a day earlier (never in the
+    # feed); months later (testosterone and performance status now stale) it is
     assert seen == [
         (1, "Patient/fx-base", "2026-11-26"),
         (2, "Patient/fx-age-17", "2026-11-26"),
