@@ -155,3 +155,16 @@ def test_an_ingredient_only_combination_is_each_of_its_drugs(screener: Screener)
     assert excluded.result is Result.MET and "niraparib" in excluded.reason
     assert "ingredient" in excluded.reason
     assert result.patient_type == 2  # abiraterone, ongoing
+
+
+def test_an_old_arta_order_with_nothing_newer_is_said_and_still_makes_type_2(
+    screener: Screener,
+) -> None:
+    adt = administration(LEUPROLIDE, "2026-10-01")  # a recent depot dose: the ADT is supported
+    old_arta = request(ENZALUTAMIDE, "2021-04-01")
+    data = record(condition(ADENOCARCINOMA), adt, old_arta)
+    result = screener.screen(data, AS_OF)
+    therapy = result.criterion("systemic-therapy")
+    assert therapy.result is Result.MET and result.patient_type == 2
+    assert "ARTA record" in therapy.reason and "2021-04-01" in therapy.reason
+    assert "ADT record" not in therapy.reason

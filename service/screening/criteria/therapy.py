@@ -57,8 +57,9 @@ def systemic_therapy(ctx: Context) -> Decision:
         _procedure_text(f) for f in orchiectomies
     ]
     reason = f"Ongoing androgen deprivation: {join_names(adt_parts)}."
-    reason += _long_running_orders(ctx, ongoing_adt)
+    reason += _long_running_orders(ctx, ongoing_adt, "gnrh")
     arta = [m for m in ctx.facts.medications_of("arta") if is_ongoing(m, as_of, params)]
+    notes = _long_running_orders(ctx, arta, "arta") + notes
     if course.ongoing:
         evidence += course.evidence
         reason += (
@@ -102,29 +103,29 @@ def _therapy_notes(ctx: Context, course: DocetaxelCourse) -> str:
     return notes
 
 
-def _long_running_orders(ctx: Context, ongoing_adt: list[MedicationFact]) -> str:
-    """An active ADT order older than 12 months with nothing newer supporting it (§4b): said,
-    without changing the result."""
+def _long_running_orders(ctx: Context, ongoing: list[MedicationFact], drug_class: str) -> str:
+    """An active ADT or ARTA order older than 12 months with nothing newer supporting it (§4b):
+    said, without changing the result."""
     since = add_months(ctx.as_of, -LONG_ORDER_MONTHS)
     old = [
-        m for m in ongoing_adt
+        m for m in ongoing
         if not m.is_administration and m.start is not None and m.start.earliest <= since
         and m.end is None
     ]  # fmt: skip
     if not old:
         return ""
     newer = [
-        m for m in ctx.facts.medications_of("gnrh")
+        m for m in ctx.facts.medications_of(drug_class)
         if was_given(m) and m.start is not None and m.start.earliest > since
     ]  # fmt: skip
     if newer or _castrate_since(ctx, since):
         return ""
-    names = join_names([f"{drug_names(m, 'gnrh')} since {m.start}" for m in old])
+    label = "ADT" if drug_class == "gnrh" else "ARTA"
+    names = join_names([f"{drug_names(m, drug_class)} since {m.start}" for m in old])
     return (
-        f" Note: the ADT record ({names}) is older than {LONG_ORDER_MONTHS} months and nothing "
-        f"in the last {LONG_ORDER_MONTHS} months supports it (no "
-        "administration, dispense or testosterone below 50 ng/dL): confirm the last injection "
-        "date (GP, urologist or home nurse)."
+        f" Note: the {label} record ({names}) is older than {LONG_ORDER_MONTHS} months and nothing "
+        f"in the last {LONG_ORDER_MONTHS} months supports it (no administration, dispense or "
+        "testosterone below 50 ng/dL): confirm it is still taken (GP, urologist or home nurse)."
     )
 
 
