@@ -644,3 +644,11 @@ def test_a_flare_lesion_confirmed_on_a_later_scan_counts_once(screener: Screener
     )  # 2026-08-01 + 84 days = 2026-10-24: only the first is a flare
     assert "1 progressive extracranial lesion" in oligo.reason and "flare" not in oligo.reason
     assert "2026-11-12" in oligo.reason  # the progression date is the confirming scan
+
+
+def test_a_count_of_zero_against_new_metastases_is_not_a_rule_out(screener: Screener) -> None:
+    sites = [metastasis(concept(SCT, "94222008")), metastasis(concept(SCT, "94381002"))]
+    result = screen(screener, count(0), *sites)
+    oligo = result.criterion("oligoprogression")
+    assert results(result) == (Result.UNKNOWN, Result.NOT_MET)
+    assert "lesion count of 0" in oligo.reason and "at least 2 new metastatic sites" in oligo.reason

@@ -148,6 +148,15 @@ def oligoprogression(ctx: Context) -> Decision:
                 "lesions (radiology report)."
             )
             return Decision(Result.UNKNOWN, reason, evidence)
+        progressing = [s.text for s in progression.sources[1:] if s.low >= 1]
+        if progressing:
+            # contradictory evidence is ambiguous (criteria.md §1.1): never ruled out on it
+            reason = (
+                f"{head}, but {join_names(progressing)} shows progression in the same window."
+                f"{details} Chase: the radiologist's lesion count on the most recent "
+                "conventional imaging (radiology report or tumour-board form)."
+            )
+            return Decision(Result.UNKNOWN, reason, evidence)
         return Decision(Result.NOT_MET, f"{head}: no progression.{details}", evidence)
     if low >= 1 and high is not None and high <= limit:
         castration = progression.castration
