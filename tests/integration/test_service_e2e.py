@@ -65,6 +65,8 @@ def service(
         "MEDCARE_CDS_ISSUERS": f"{ehr.issuer}={ehr.jwks_url}",
         "MEDCARE_CDS_AUDIENCE": f"{base}/cds-services/medcare-patient-view",
         "MEDCARE_RUN_CONCURRENCY": "4",
+        # the fixtures' day: runs as of it are current results (a look back never writes back)
+        "MEDCARE_TODAY": "2026-11-26",
     }
     script = Path(sys.executable).with_name("medcare-screen")
     log = (tmp_path / "service.log").open("w")
