@@ -430,3 +430,24 @@ def test_no_caller_waits_behind_a_jwks_fetch() -> None:
         refresher.join(60)
         assert held_until_timeout == [False] and len(refused) == 1
         assert ehr.fetches == 2
+
+
+def test_permission_is_checked_before_the_body(client: FlaskClient) -> None:
+    """A caller without the permission learns nothing, not even what the body lacks."""
+    refused = client.post("/v1/runs", json={"nonsense": True}, headers=_bearer(READER))
+    assert refused.status_code == 403 and "fields" not in refused.get_data(as_text=True)
+
+
+def test_development_without_authentication_grants_everything(tmp_path: Path) -> None:
+    settings = harness.settings_for(
+        None, f"sqlite:///{tmp_path / 'dev.sqlite3'}", environment="development",
+        allow_no_auth=True, api_token_hashes=(), source_path=harness.REPO / "fixtures" / "patients",
+    )  # fmt: skip
+    runtime = Runtime(settings)
+    try:
+        client = create_app(settings, runtime).test_client()
+        assert client.get("/v1/changes").status_code == 200
+        screened = client.post("/v1/screen", json={"patient": "fx-base", "write_back": True})
+        assert screened.status_code not in DENIED
+    finally:
+        runtime.close()
