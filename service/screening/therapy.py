@@ -91,8 +91,19 @@ def finished_before(fact: MedicationFact, day: date, params: Parameters) -> bool
 
 
 def drug_names(fact: MedicationFact, drug_class: str | None = None) -> str:
+    """'leuprolide', 'radium-223 (recognised by name: 'Xofigo')': clinical words, no codes (the
+    codes are in the evidence, criteria.md §7b); a name or ingredient match says so (§4b)."""
     matches = fact.matches_of(drug_class) if drug_class else fact.drugs
-    return join_names([m.describe() for m in matches or fact.drugs])
+    names = []
+    for match in matches or fact.drugs:
+        how = match.matched_by
+        if how.endswith("name"):
+            names.append(match.describe())
+        elif how.startswith("ingredient"):
+            names.append(f"{match.drug.label} (ingredient)")
+        else:
+            names.append(match.drug.label)
+    return join_names(names)
 
 
 def describe(fact: MedicationFact, params: Parameters, drug_class: str | None = None) -> str:

@@ -24,8 +24,8 @@ def _named(facts: list[ClinicalFact]) -> str:
     """'lung cancer (Condition/7)', with an unconfirmed verification status said."""
     return join_names(
         [
-            f"{f.label}{f', recorded as {verification(f)}' if is_unconfirmed(f) else ''} "
-            f"({f.evidence.reference})"
+            f"{f.label}{f' ({f.day})' if f.day else ''}"
+            f"{f', recorded as {verification(f)}' if is_unconfirmed(f) else ''}"
             for f in facts
         ]
     )
@@ -102,22 +102,25 @@ def spinal_lesion(ctx: Context) -> Decision:
     recent, doubtful = [], []
     for fact in complications:
         if is_unconfirmed(fact):
-            doubtful.append(f"{_named([fact])}: unconfirmed, it never decides on its own")
+            doubtful.append(
+                f"{fact.label} ({_onset_text(fact)}), recorded as {verification(fact)}: an "
+                "unconfirmed diagnosis never decides on its own"
+            )
         elif fact.status is None:
-            doubtful.append(f"{_named([fact])} without a clinical status ({_onset_text(fact)})")
+            doubtful.append(f"{fact.label} without a clinical status ({_onset_text(fact)})")
         elif fact.day is None:
-            doubtful.append(f"{_named([fact])}, active, {_onset_text(fact)}")
+            doubtful.append(f"{fact.label}, active, {_onset_text(fact)}")
         elif ctx.in_window(fact.day, days):
             recent.append(fact)
         else:
             doubtful.append(
-                f"{_named([fact])}, {_onset_text(fact)}, more than {days} days ago but still "
+                f"{fact.label}, {_onset_text(fact)}, more than {days} days ago but still "
                 "recorded as active: is it still threatening?"
             )
     if recent:
         reason = (
             f"Spinal complication within {days} days: "
-            f"{join_names([f'{_named([f])}, {_onset_text(f)}' for f in recent])}." + notes
+            f"{join_names([f'{f.label}, {_onset_text(f)}' for f in recent])}." + notes
         )
         return Decision(Result.MET, reason, tuple(f.evidence for f in recent))
     chase = "Chase: the current neurological status and spine imaging (treating oncologist)."

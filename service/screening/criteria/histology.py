@@ -65,11 +65,15 @@ def named_unconfirmed(facts: list[ClinicalFact]) -> str:
     """'ductal adenocarcinoma, recorded as a differential diagnosis (Condition/x)'."""
     return join_names(
         [
-            f"{f.label}, recorded as {_article(verification(f))} {verification(f)} diagnosis "
-            f"({f.evidence.reference})"
+            f"{f.label}, recorded as {_article(verification(f))} {verification(f)} diagnosis"
+            f"{_dated(f)}"
             for f in facts
         ]
     )
+
+
+def _dated(fact: ClinicalFact) -> str:
+    return f" ({fact.day})" if fact.day else ""
 
 
 def _article(word: str | None) -> str:
@@ -136,11 +140,11 @@ def find_histology(ctx: Context) -> HistologyFinding:
             else f", recorded as {_article(verification(fact))} {verification(fact)} diagnosis"
         )
         for category in _categories_of(ctx, fact.resource.get("code")):
-            record(category, f"{fact.label}{status} ({fact.evidence.reference})", confirmed)
+            record(category, f"{fact.label}{_dated(fact)}{status}", confirmed)
         for extension in fact.resource.get("extension") or []:
             if extension.get("url") == MCODE_HISTOLOGY_EXTENSION:
                 value = extension.get("valueCodeableConcept")
-                where = f"{_label(value)} (mCODE histology on {fact.evidence.reference}{status})"
+                where = f"{_label(value)} (mCODE histology of {fact.label}{status})"
                 for category in _categories_of(ctx, value):
                     record(category, where, confirmed)
     for obs in ctx.facts.observations_of("histology-observation"):
@@ -156,7 +160,7 @@ def find_histology(ctx: Context) -> HistologyFinding:
         seen = False
         for value in values:
             for category in _categories_of(ctx, value):
-                where = f"{_label(value)} (histology result {obs.evidence.reference}, {obs.day})"
+                where = f"{_label(value)} (histology result of {obs.day})"
                 record(category, where, confirmed)
                 seen = True
         if seen:
@@ -256,7 +260,7 @@ def _decide(
     histology (with it the patient has a diagnosis, without it none: it alone decides)."""
     finding = find_histology(ctx)
     evidence = tuple(finding.evidence)
-    names = join_names([f"{f.label} ({f.evidence.reference})" for f in finding.prostate])
+    names = join_names([f"{f.label}{_dated(f)}" for f in finding.prostate])
     result, text = decide(finding.confirmed, names)
     with_all, _ = decide(finding.categories, names)
     doubtful = list(finding.unconfirmed)
@@ -285,7 +289,7 @@ def histology(ctx: Context) -> Decision:
         reason = "No prostate cancer diagnosis recorded."
         evidence: tuple[Evidence, ...] = ()
         if finding.traps:
-            names = join_names([f"{t.label} ({t.evidence.reference})" for t in finding.traps])
+            names = join_names([f"{t.label}{_dated(t)}" for t in finding.traps])
             reason += f" {names} is a malignancy involving the prostate from another primary, not prostate cancer."
             evidence = tuple(t.evidence for t in finding.traps)
         return Decision(Result.NOT_MET, reason, evidence)

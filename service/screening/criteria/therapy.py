@@ -28,7 +28,7 @@ def _orchiectomies(ctx: Context) -> list[ClinicalFact]:
 def _procedure_text(fact: ClinicalFact) -> str:
     when = f" on {fact.day}" if fact.day else " (date not recorded)"
     recognised = "" if fact.resource.get("code", {}).get("coding") else " (recognised by name)"
-    return f"{fact.label}{when}{recognised} ({fact.evidence.reference})"
+    return f"{fact.label}{when}{recognised}"
 
 
 def systemic_therapy(ctx: Context) -> Decision:
