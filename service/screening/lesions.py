@@ -63,8 +63,10 @@ __all__ = [
     "localization",
     "metastases_stratum",
     "other_primary",
+    "prostate_findings",
     "prostate_metastases",
     "recorded_site_classes",
+    "site_of",
     "spinal_metastasis_sites",
     "verification",
 ]  # fmt: skip
@@ -290,6 +292,22 @@ class _Lesion:
     why: str  # why it is only possible ('' when certain)
 
 
+def site_of(ctx: Context, fact: ClinicalFact) -> Site:
+    """The site of a finding or a metastasis Condition."""
+    if fact.resource_type == "Condition":
+        return condition_site(ctx, fact)
+    return finding_site(ctx, fact)
+
+
+def prostate_findings(ctx: Context) -> list[ClinicalFact]:
+    """Lesion-level findings (any date, usable status) not about another cancer (focus)."""
+    return [
+        f
+        for f in ctx.facts.observations_of("imaging-lesion")
+        if f.status in ctx.params.observation_statuses_used and other_primary(ctx, f) is None
+    ]
+
+
 def finding_site(ctx: Context, fact: ClinicalFact) -> Site:
     """Where a lesion-level finding is (unknown location when nothing classifies its site)."""
     body_site = fact.resource.get("bodySite")
@@ -311,6 +329,12 @@ def _from_findings(
         findings, key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference)
     ):
         assert fact.day is not None  # in the window, so dated
+        other = other_primary(ctx, fact)
+        if other is not None:  # Observation.focus on another cancer (MII): not a prostate lesion
+            progression.other_primary.append(
+                f"a finding on {fact.day} ({site_of(ctx, fact).name}) is about {other.label}"
+            )
+            continue
         exam = fact.day.earliest
         exams.add(exam)
         value = fact.resource.get("valueCodeableConcept")
@@ -603,8 +627,8 @@ def spinal_metastasis_sites(ctx: Context) -> list[tuple[ClinicalFact, Site]]:
     (any date), and lesion-level findings at a spinal site in the imaging window (any status)."""
     found = [(f, s) for f, s in prostate_metastases(ctx) if s.spinal]
     days = ctx.params.imaging_window_days
-    for fact in ctx.facts.observations_of("imaging-lesion"):
-        if fact.status in ctx.params.observation_statuses_used and ctx.in_window(fact.day, days):
+    for fact in prostate_findings(ctx):
+        if ctx.in_window(fact.day, days):
             site = finding_site(ctx, fact)
             if site.spinal:
                 found.append((fact, site))
@@ -647,9 +671,7 @@ def recorded_site_classes(ctx: Context) -> set[str]:
     """Location classes of every recorded prostate metastatic site and lesion location."""
     classes = {site.klass for fact, site in prostate_metastases(ctx) if not is_unconfirmed(fact)}
     vs = ctx.mappings.vs
-    for fact in ctx.facts.observations_of("imaging-lesion"):
-        if fact.status not in ctx.params.observation_statuses_used:
-            continue
+    for fact in prostate_findings(ctx):
         value = fact.resource.get("valueCodeableConcept")
         if any(
             vs(f"lesion-{v}").matches(value) for v in ("new", "progressive", "stable", "regressing")

@@ -652,3 +652,12 @@ def test_a_count_of_zero_against_new_metastases_is_not_a_rule_out(screener: Scre
     oligo = result.criterion("oligoprogression")
     assert results(result) == (Result.UNKNOWN, Result.NOT_MET)
     assert "lesion count of 0" in oligo.reason and "at least 2 new metastatic sites" in oligo.reason
+
+
+def test_a_finding_focused_on_another_cancer_is_not_a_prostate_lesion(screener: Screener) -> None:
+    lung_cancer = condition(concept(ICD10CM, "C34.90", "Malignant neoplasm of lung"))
+    other = finding(FEMUR, focus=[{"reference": f"Condition/{lung_cancer['id']}"}])
+    result = screen(screener, lung_cancer, finding(LIVER), other)
+    oligo = result.criterion("oligoprogression")
+    assert "1 progressive extracranial lesion" in oligo.reason
+    assert "Malignant neoplasm of lung" in oligo.reason
