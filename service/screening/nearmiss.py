@@ -14,7 +14,7 @@ from typing import Any
 
 from service.fhir.dates import FhirDay, parse_fhir_day
 from service.fhir.record import Resource, versioned_reference
-from service.mapping.model import Mappings, codings_of, texts_of
+from service.mapping.model import Mappings, NearMisses, codings_of, texts_of
 from service.screening.context import Context, join_names
 from service.screening.facts import NearMiss
 from service.screening.result import Evidence
@@ -34,21 +34,11 @@ def near_misses_of(
     texts = texts_of(code)
     if not texts:
         return []
-    words = " ".join(texts).casefold()
+    found = _matches(mappings.near_misses, kind, tuple(texts))
+    if not found:
+        return []
     day = _day_of(resource)
     if day is not None and day.earliest > as_of:
-        return []
-    found = []
-    table = mappings.near_misses
-    for entry in table.concepts:
-        if entry.kind != kind or entry.pattern is None or not entry.pattern.search(words):
-            continue
-        if entry.exclude is not None and entry.exclude.search(words):
-            continue
-        found.append(entry.name)
-    if kind == "medication" and table.blinded is not None and table.blinded.search(words):
-        found.append(BLINDED)
-    if not found:
         return []
     local = next((c for _s, c in codings_of(code)), None)
     status = resource.get("status") if isinstance(resource.get("status"), str) else None
@@ -66,6 +56,39 @@ def near_misses_of(
         )
         for name in found
     ]
+
+
+# values keep their table: while an entry lives its table's id cannot be reused by another
+_CACHE: dict[tuple[int, str, tuple[str, ...]], tuple[NearMisses, tuple[str, ...]]] = {}
+CACHE_SIZE = 4096
+
+
+def _matches(table: NearMisses, kind: str, texts: tuple[str, ...]) -> tuple[str, ...]:
+    """The near-miss concepts some words are, remembered per distinct wording: a chart repeats
+    the same few codes thousands of times (6144 Observations in 20 Synthea patients), and the
+    patterns are long alternations. Bounded: cleared when full."""
+    key = (id(table), kind, texts)
+    cached = _CACHE.get(key)
+    if cached is not None and cached[0] is table:
+        return cached[1]
+    if len(_CACHE) >= CACHE_SIZE:
+        _CACHE.clear()
+    found = _match(table, kind, " ".join(texts).casefold())
+    _CACHE[key] = (table, found)
+    return found
+
+
+def _match(table: NearMisses, kind: str, words: str) -> tuple[str, ...]:
+    found = []
+    for entry in table.concepts:
+        if entry.kind != kind or entry.pattern is None or not entry.pattern.search(words):
+            continue
+        if entry.exclude is not None and entry.exclude.search(words):
+            continue
+        found.append(entry.name)
+    if kind == "medication" and table.blinded is not None and table.blinded.search(words):
+        found.append(BLINDED)
+    return tuple(found)
 
 
 def _day_of(resource: Resource) -> FhirDay | None:
