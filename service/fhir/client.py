@@ -39,6 +39,8 @@ from service import __version__
 from service.config import BATCH_MODES, ConfigError
 from service.fhir.auth import Auth, NoAuth
 from service.fhir.batch_mode import BatchMode
+from service.fhir.deadline import install as watch_deadlines
+from service.fhir.deadline import watching
 from service.fhir.errors import (
     FhirAnswerTooLarge,
     FhirAuthError,
@@ -352,8 +354,9 @@ class FhirClient:
     ) -> Iterator[Resource]:
         """The resources of a searchset Bundle and of every page after it.
 
-        A `next` link is followed only to the configured origin (scheme, host and port): a link
-        elsewhere would receive our credentials, so it raises FhirRefusedLink. A link already
+        A `next` link is followed only to the configured origin (scheme, host and port, as
+        `requests` will connect: origin.py): a link elsewhere, or with userinfo, would hand our
+        credentials to another host, so it raises FhirRefusedLink. A link already
         followed ends the paging with a warning instead of looping for ever; a server that
         keeps handing out new links is stopped after `max_pages` pages with FhirBadResponse
         (the record would be incomplete, so it is an error, not a warning). HAPI `_getpages`
@@ -666,53 +669,67 @@ class FhirClient:
         and FhirAnswerTooLarge / FhirTooSlow / FhirBadResponse for answers over the limits."""
         deadline_at = time.monotonic() + self.limits.deadline_s
         timeout = (self.timeout[0], min(self.timeout[1], self.limits.deadline_s))
-        response = self._session.request(
-            method,
-            url,
-            auth=self.auth,
-            timeout=timeout,
-            verify=self._verify,
-            allow_redirects=False,
-            stream=True,
-            **kwargs,
-        )
-        try:
-            self.secrets.learn_authorization(response.request.headers.get("Authorization"))
-            if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
-                content = b""  # not read: the redirect is judged by its Location alone
-            else:
-                content = read_body(response.raw, response.headers, self.limits, deadline_at)
-        except AnswerTooLarge as exc:
-            raise self._scrubbed(
-                FhirAnswerTooLarge(
-                    str(exc), status=response.status_code, request=request, patient=patient
+        with watching(self.limits.deadline_s) as watch:  # the status line and headers too
+            try:
+                response = self._session.request(
+                    method,
+                    url,
+                    auth=self.auth,
+                    timeout=timeout,
+                    verify=self._verify,
+                    allow_redirects=False,
+                    stream=True,
+                    **kwargs,
                 )
-            ) from None
-        except AnswerTooSlow as exc:
-            raise self._scrubbed(
-                FhirTooSlow(
-                    f"{exc} (MEDCARE_FHIR_DEADLINE_S)",
-                    status=response.status_code,
-                    request=request,
-                    patient=patient,
-                )
-            ) from None
-        except AnswerUnreadable as exc:
-            raise self._scrubbed(
-                FhirBadResponse(
-                    str(exc), status=response.status_code, request=request, patient=patient
-                )
-            ) from None
-        except urllib3.exceptions.HTTPError as exc:
-            raise _as_requests_exception(exc) from exc
-        finally:
-            response.close()
+            except requests.RequestException:
+                if watch.fired:  # the deadline cut the connection while headers dripped in
+                    raise self._too_slow(None, request, patient) from None
+                raise
+            try:
+                self.secrets.learn_authorization(response.request.headers.get("Authorization"))
+                if response.status_code in REDIRECT_STATUSES and response.headers.get("Location"):
+                    content = b""  # not read: the redirect is judged by its Location alone
+                else:
+                    content = read_body(response.raw, response.headers, self.limits, deadline_at)
+                if watch.fired:  # the body may have ended only because the deadline cut it
+                    raise AnswerTooSlow()
+            except AnswerTooSlow:
+                raise self._too_slow(response.status_code, request, patient) from None
+            except AnswerTooLarge as exc:
+                raise self._scrubbed(
+                    FhirAnswerTooLarge(
+                        str(exc), status=response.status_code, request=request, patient=patient
+                    )
+                ) from None
+            except AnswerUnreadable as exc:
+                raise self._scrubbed(
+                    FhirBadResponse(
+                        str(exc), status=response.status_code, request=request, patient=patient
+                    )
+                ) from None
+            except urllib3.exceptions.HTTPError as exc:
+                if watch.fired:
+                    raise self._too_slow(response.status_code, request, patient) from None
+                raise _as_requests_exception(exc) from exc
+            finally:
+                response.close()
         return Answer(
             response.status_code,
             response.reason or "",
             response.headers,
             content,
             self.limits.max_depth,
+        )
+
+    def _too_slow(self, status: int | None, request: str, patient: str | None) -> FhirTooSlow:
+        return self._scrubbed(
+            FhirTooSlow(
+                f"the answer was not complete after {self.limits.deadline_s:g} s "
+                "(MEDCARE_FHIR_DEADLINE_S)",
+                status=status,
+                request=request,
+                patient=patient,
+            )
         )
 
     def _redirect(
@@ -930,6 +947,7 @@ def _pooled_session(pool_size: int) -> requests.Session:
     """A session whose connection pool fits the concurrent searches of a screen."""
     session = requests.Session()
     adapter = HTTPAdapter(pool_connections=pool_size, pool_maxsize=pool_size, max_retries=0)
+    watch_deadlines(adapter)  # a total deadline per exchange, headers included (deadline.py)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session

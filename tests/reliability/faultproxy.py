@@ -26,7 +26,8 @@ The hostile server of issue 10 (a careless or malicious FHIR server, on real HTT
 - `redirect`: answer `status` (307 by default when `status` is left at 200) with a Location of
   `location`, in which `{path}` is replaced by the request's path (`http://other/{path}`);
 - `drip`: forward (or take `body`), send the headers at once and then the body one byte every
-  `seconds`: each read is quick, the answer never ends in useful time;
+  `seconds`: each read is quick, the answer never ends in useful time; `drip-head` drips the
+  status line and headers too (the client is still waiting for its `requests` call);
 - `echo`: answer `status` with an OperationOutcome that quotes the request's Authorization
   header, as some servers and proxies quote the request they refuse.
 
@@ -105,7 +106,7 @@ class Fault:
 
     KINDS = (
         "delay", "status", "reset", "truncate", "malformed", "body", "transform",
-        "redirect", "drip", "echo",
+        "redirect", "drip", "drip-head", "echo",
     )  # fmt: skip
 
     def __post_init__(self) -> None:
@@ -302,7 +303,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and kind in ("redirect", "echo"):
             self._hostile(proxy, request, fault)
             return
-        if fault is not None and kind == "drip":
+        if fault is not None and kind in ("drip", "drip-head"):
             self._drip(proxy, request, fault)
             return
         if fault is not None and kind in ("status", "malformed", "body"):
@@ -357,9 +358,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             status, reason, headers, payload = proxy.forward(request)
         proxy._record(request, fault, status)
-        self.wfile.write(self._head(status, reason, [*headers, *fault.headers.items()],
-                                    len(payload)))  # fmt: skip
-        self.wfile.flush()
+        head = self._head(status, reason, [*headers, *fault.headers.items()], len(payload))
+        if fault.kind == "drip-head":
+            payload = head + payload
+        else:
+            self.wfile.write(head)
+            self.wfile.flush()
         for index in range(len(payload)):
             self.wfile.write(payload[index : index + 1])
             self.wfile.flush()

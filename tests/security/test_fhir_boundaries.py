@@ -235,6 +235,16 @@ def test_a_server_dripping_bytes_fails_the_request_at_the_deadline(ours: FaultPr
     assert len(ours.seen) == 1  # a slow server is not asked to be slow again
 
 
+def test_a_server_dripping_its_headers_fails_the_request_at_the_deadline(ours: FaultProxy) -> None:
+    """The status line and headers one byte at a time: requests itself is still waiting (its
+    read timeout never fires); the deadline shuts the connection and names the reason."""
+    ours.add(Fault("drip-head", match=on("GET", "/fhir/Patient"), seconds=0.05, body=b"{}"))
+    with client_for(ours, deadline_s=1) as client, pytest.raises(FhirTooSlow) as caught:
+        client.read("Patient", "p1", patient="p1")
+    assert "not complete after 1 s (MEDCARE_FHIR_DEADLINE_S)" in str(caught.value)
+    assert len(ours.seen) == 1
+
+
 @pytest.mark.parametrize("levels", [900, 5000])
 def test_deeply_nested_answers_fail_the_patient_with_a_reason(
     ours: FaultProxy, levels: int
