@@ -406,3 +406,36 @@ def test_synthea_never_reads_docetaxel_still_ongoing(screener: Screener) -> None
         therapy = result.criterion("systemic-therapy")
         if "docetaxel" in therapy.reason.lower():
             assert result.patient_type != 1, path.name
+
+
+def test_near_miss_matching_is_remembered_within_a_bound(
+    screener: Screener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.screening import nearmiss
+
+    monkeypatch.setattr(nearmiss, "_CACHE", {})
+    monkeypatch.setattr(nearmiss, "CACHE_SIZE", 2)
+    texts = ["Testosteron totaal", "ECOG", "Gesamttestosteron", "Testosteron totaal"]
+    for text in texts:
+        obs = observation({"text": text}, "2026-11-02")
+        result = screen(screener, condition(ADENO), obs)
+        assert len(nearmiss._CACHE) <= 2
+        named = (
+            result.criterion("castrate-testosterone").reason
+            + result.criterion("performance-status").reason
+        )
+        assert text in named
+
+
+def test_an_invalid_near_miss_file_names_itself(tmp_path: Path) -> None:
+    import shutil
+
+    from service.mapping import MappingError, load_mappings
+    from service.mapping.load import DEFAULT_MAPPINGS_DIR
+
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "near-misses.yaml").write_text("header: {title: x}\nconcepts: {}\n")
+    with pytest.raises(MappingError, match=r"near-misses\.yaml"):
+        load_mappings(tmp_path)
+    (tmp_path / "near-misses.yaml").unlink()  # an older mappings folder still screens
+    assert load_mappings(tmp_path).near_misses.concepts == ()
