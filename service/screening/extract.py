@@ -244,6 +244,8 @@ class FactExtractor:
             facts.unreadable.append(Unreadable(reference, classes, str(exc)))
             return
         status = resource.get("status") if isinstance(resource.get("status"), str) else None
+        if resource.get("doNotPerform") is True:  # an order NOT to give it (criteria.md §4b)
+            status = "do-not-perform"
         if status == "entered-in-error":
             facts.ignored.append((reference, classes, "entered in error"))
             return

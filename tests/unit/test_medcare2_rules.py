@@ -439,3 +439,13 @@ def test_an_invalid_near_miss_file_names_itself(tmp_path: Path) -> None:
         load_mappings(tmp_path)
     (tmp_path / "near-misses.yaml").unlink()  # an older mappings folder still screens
     assert load_mappings(tmp_path).near_misses.concepts == ()
+
+
+def test_a_do_not_perform_order_is_not_a_treatment(screener: Screener) -> None:
+    order = {
+        "resourceType": "MedicationRequest", "id": "mr-dnp", "status": "active",
+        "intent": "order", "doNotPerform": True, "medicationCodeableConcept": {"text": "olaparib"},
+        "subject": {"reference": "Patient/t1"}, "authoredOn": "2025-01-10",
+    }  # fmt: skip
+    excluded = screen(screener, condition(ADENO), order).criterion("prior-excluded-therapy")
+    assert excluded.result is Result.NOT_MET
