@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from service.fhir.record import type_and_id
-from service.mapping.model import codings_of, normalize_code, texts_of
+from service.mapping.model import Mappings, codings_of, normalize_code, texts_of
 from service.screening.concepts import SITE_CONCEPTS
 from service.screening.context import Context
 from service.screening.facts import ClinicalFact
@@ -83,24 +83,60 @@ class Site:
         return self.klass not in (INTRACRANIAL, POSSIBLY_INTRACRANIAL, UNKNOWN)
 
 
+# (id of a Mappings, codings) -> (class, region, spinal): a chart repeats the same few site
+# codes, and matching one runs through every class and region value set. The Mappings are held
+# in _OWNERS so that their ids cannot be reused while entries name them. Bounded.
+_CLASSIFIED: dict[tuple[int, tuple[tuple[str, str], ...]], tuple[str, str, bool] | None] = {}
+_OWNERS: dict[int, Mappings] = {}
+_CLASSIFIED_SIZE = 4096
+_OWNERS_SIZE = 4
+_UNSEEN = ("", "", False)  # a sentinel no classification equals by identity
+
+
 def classify(ctx: Context, concept: Any) -> Site | None:
     """The site a body-structure (or secondary-neoplasm) concept names; None if none classifies."""
+    owner = id(ctx.mappings)
+    if _OWNERS.get(owner) is not ctx.mappings:
+        if len(_OWNERS) >= _OWNERS_SIZE:
+            _OWNERS.clear()
+            _CLASSIFIED.clear()
+        _OWNERS[owner] = ctx.mappings
+    key = (owner, tuple(codings_of(concept)))
+    found = _CLASSIFIED.get(key, _UNSEEN)
+    if found is _UNSEEN:
+        if len(_CLASSIFIED) >= _CLASSIFIED_SIZE:
+            _CLASSIFIED.clear()
+        found = _CLASSIFIED[key] = _classified(ctx, concept)
+    if found is None:
+        return None
+    klass, region, spinal = found
+    return _make_site(klass, region, spinal, concept)
+
+
+def _classified(ctx: Context, concept: Any) -> tuple[str, str, bool] | None:
     vs = ctx.mappings.vs
     for klass in CLASSES:
         if vs(f"bodysite-{klass}").matches(concept):
-            return _site(ctx, klass, concept)
+            return _class_region_spinal(ctx, klass, concept)
     return None
 
 
-def _site(ctx: Context, klass: str, concept: Any) -> Site:
+def _class_region_spinal(ctx: Context, klass: str, concept: Any) -> tuple[str, str, bool]:
     maps = ctx.mappings.lesion_maps
-    code_key = _code_key(concept)
     region = next(
         (name for name, valueset in maps.regions.items() if valueset.matches(concept)),
-        f"{klass}:{code_key}",
+        f"{klass}:{_code_key(concept)}",
     )
+    return klass, region, maps.spinal.matches(concept)
+
+
+def _site(ctx: Context, klass: str, concept: Any) -> Site:
+    return _make_site(*_class_region_spinal(ctx, klass, concept), concept)
+
+
+def _make_site(klass: str, region: str, spinal: bool, concept: Any) -> Site:
     return Site(
-        klass, region, f"{klass}|{code_key}", site_name(concept), maps.spinal.matches(concept),
+        klass, region, f"{klass}|{_code_key(concept)}", site_name(concept), spinal,
         _code_as_written(concept),
     )  # fmt: skip
 

@@ -607,6 +607,9 @@ def prostate_metastases(
 
     Other primaries' metastases (mCODE related-primary link) are left out, and named in
     `progression.other_primary` when given (criteria.md §3)."""
+    cached: list[tuple[ClinicalFact, Site]] | None = ctx.cache.get("prostate-metastases")
+    if cached is not None and progression is None:
+        return cached
     found = []
     for fact in sorted(ctx.facts.conditions, key=lambda f: f.evidence.reference):
         if fact.status not in _ACTIVE_OR_UNSET or not is_metastasis_condition(ctx, fact):
@@ -619,6 +622,7 @@ def prostate_metastases(
                 )
             continue
         found.append((fact, condition_site(ctx, fact)))
+    ctx.cache["prostate-metastases"] = found
     return found
 
 
