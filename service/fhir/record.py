@@ -82,7 +82,7 @@ class PatientRecord:
     def _set_aside(self, resource: Resource) -> None:
         """Keep a foreign resource out of the record; one note in `problems` counts them."""
         self.foreign.append(resource)
-        listed = ", ".join(_reference_of(r) for r in self.foreign[:FOREIGN_IDS_LISTED])
+        listed = ", ".join(short_reference(r) for r in self.foreign[:FOREIGN_IDS_LISTED])
         more = len(self.foreign) - FOREIGN_IDS_LISTED
         note = (
             f"{len(self.foreign)} resource(s) sent for this patient name another patient "
@@ -178,7 +178,7 @@ def subject_patient_id(resource: Resource) -> str | None:
     return patient_id_of(reference) if reference is not None else None
 
 
-def _reference_of(resource: Resource) -> str:
+def short_reference(resource: Resource) -> str:
     """'Condition/9' of a resource (ids only: safe for notes and logs)."""
     resource_id = resource.get("id")
     shown = printable(resource_id) if isinstance(resource_id, str) else "(no id)"

@@ -24,10 +24,12 @@ from service.fhir.client import FhirClient, origin_of, search_path
 from service.fhir.errors import FhirBadResponse, FhirError, FhirNotFound
 from service.fhir.record import (
     CLINICAL_TYPES,
+    FOREIGN_IDS_LISTED,
     PatientRecord,
     Resource,
     is_fhir_id,
     printable,
+    short_reference,
     type_and_id,
 )
 from service.mapping import Mappings
@@ -115,6 +117,14 @@ class ServerSource:
         record.add(patient)
         for resource in found:
             record.add(resource)
+        if record.foreign:  # the server ignored `patient` (or worse): an operator should know
+            log.warning(
+                "Patient/%s: %d resource(s) in the server's answers name another patient "
+                "(or none), not used: %s",
+                patient_id,
+                len(record.foreign),
+                ", ".join(short_reference(r) for r in record.foreign[:FOREIGN_IDS_LISTED]),
+            )
         self._resolve_medications(record)
         log.info(
             "Patient/%s: %d resources read (%d requests so far)",

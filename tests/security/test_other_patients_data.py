@@ -78,7 +78,7 @@ def _cited(result: ScreenResult) -> set[str]:
 
 @pytest.mark.parametrize("batch", ["always", "never"])
 def test_a_server_that_ignores_the_patient_parameter_cannot_rule_a_candidate_out(
-    medplum: Medplum, proxy: FaultProxy, batch: str
+    medplum: Medplum, proxy: FaultProxy, batch: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     foreign = _foreign_condition()
     mappings = load_mappings()
@@ -98,6 +98,11 @@ def test_a_server_that_ignores_the_patient_parameter_cannot_rule_a_candidate_out
     assert f"Condition/{FOREIGN_ID}" in other_malignancy.reason
     assert "names another patient" in other_malignancy.reason
     assert any(f"Condition/{FOREIGN_ID}" in note for note in result.notes)
+    logged = [r.getMessage() for r in caplog.records if "another patient" in r.getMessage()]
+    assert logged == [
+        f"Patient/{CANDIDATE}: 1 resource(s) in the server's answers name another patient "
+        f"(or none), not used: Condition/{FOREIGN_ID}"
+    ]
     harness.record(
         "security: another patient's Condition in a search answer",
         batch=batch, status=result.status.value, dropped=len(record.foreign),
