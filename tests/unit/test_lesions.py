@@ -661,3 +661,45 @@ def test_a_finding_focused_on_another_cancer_is_not_a_prostate_lesion(screener: 
     oligo = result.criterion("oligoprogression")
     assert "1 progressive extracranial lesion" in oligo.reason
     assert "Malignant neoplasm of lung" in oligo.reason
+
+
+def test_a_count_lower_bound_above_three_is_polyprogression(screener: Screener) -> None:
+    code = concept(SCREENING, "progressive-lesion-count")
+    at_least = observation(code, EXAM, valueQuantity={"value": 4, "comparator": ">="})
+    assert results(screen(screener, at_least)) == (Result.NOT_MET, Result.MET)
+
+
+def test_pet_named_only_in_what_the_finding_derives_from(screener: Screener) -> None:
+    derived = [{"reference": "DiagnosticReport/r1", "display": "PSMA PET/CT 2026-11-10"}]
+    result = screen(screener, finding(FEMUR, derivedFrom=derived))
+    assert results(result)[0] is Result.UNKNOWN
+    assert "PSMA PET/CT 2026-11-10" in result.criterion("oligoprogression").reason
+
+
+def test_a_disease_status_without_a_value_is_named(screener: Screener) -> None:
+    status = worsened()
+    del status["valueCodeableConcept"]
+    oligo = screen(screener, status).criterion("oligoprogression")
+    assert oligo.result is Result.UNKNOWN and "has no value" in oligo.reason
+
+
+def test_a_status_resting_on_imaging_and_laboratory_counts(screener: Screener) -> None:
+    url = (
+        "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-cancer-disease-status-evidence-type"
+    )
+    extensions = [
+        {"url": url, "valueCodeableConcept": concept(SCT, "386344002")},
+        {"url": url, "valueCodeableConcept": concept(SCT, "363679005")},
+    ]
+    oligo = screen(screener, worsened(extension=extensions)).criterion("oligoprogression")
+    assert "worsened" in oligo.reason and "laboratory" not in oligo.reason
+
+
+def test_a_visceral_lesion_with_only_a_short_axis_counts(screener: Screener) -> None:
+    result = screen(screener, finding(LIVER, sizes=[(SHORT_AXIS, 8, "mm")]))
+    assert results(result)[0] is Result.MET
+
+
+def test_a_node_without_a_size_counts_and_says_so(screener: Screener) -> None:
+    oligo = screen(screener, finding(OBTURATOR_NODE)).criterion("oligoprogression")
+    assert oligo.result is Result.MET and "without a size" in oligo.reason
