@@ -703,3 +703,21 @@ def test_a_visceral_lesion_with_only_a_short_axis_counts(screener: Screener) -> 
 def test_a_node_without_a_size_counts_and_says_so(screener: Screener) -> None:
     oligo = screen(screener, finding(OBTURATOR_NODE)).criterion("oligoprogression")
     assert oligo.result is Result.MET and "without a size" in oligo.reason
+
+
+def test_a_lesion_map_concept_may_not_repeat_a_value_set_name(tmp_path: Path) -> None:
+    import shutil
+
+    from service.mapping import MappingError
+
+    folder = tmp_path / "mappings"
+    shutil.copytree(DEFAULT_MAPPINGS_DIR, folder)
+    path = folder / "imaging-methods.yaml"
+    path.write_text(path.read_text().replace("  evidence-laboratory:", "  ecog:"))
+    with pytest.raises(
+        MappingError, match=r"imaging-methods\.yaml: concepts\.ecog: already defined"
+    ):
+        load_mappings(folder)
+    (folder / "body-sites.yaml").unlink()
+    with pytest.raises(MappingError, match=r"body-sites\.yaml: file not found"):
+        load_mappings(folder)
