@@ -423,14 +423,32 @@ def run_serve(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", "-")
             # the access log names paths; patient ids in paths are ids, never names or values
             self.cfg.set("access_log_format", '%(h)s "%(r)s" %(s)s %(b)s %(L)ss')
+            # a graceful stop (SIGTERM: a rolling restart) closes each worker's Runtime: its
+            # claims go back at once, and its runs are left running for the others to go on
+            self.cfg.set("worker_exit", _close_runtimes)
 
         def load(self) -> object:
             from service.api import create_app
 
-            return create_app(settings)
+            app = create_app(settings)
+            _served.append(app)
+            return app
 
     _Gunicorn().run()
     return EXIT_OK
+
+
+_served: list[object] = []  # the app of this gunicorn worker process (see run_serve)
+
+
+def _close_runtimes(_server: object, _worker: object) -> None:
+    """gunicorn's worker_exit hook, in the worker, before the interpreter ends (when thread
+    pools no longer take work, and a run would fail instead of stopping)."""
+    from flask import Flask
+
+    for app in _served:
+        if isinstance(app, Flask):
+            app.extensions["medcare_runtime"].close()
 
 
 if __name__ == "__main__":

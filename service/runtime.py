@@ -334,6 +334,11 @@ class Runtime:
             except DATABASE_DOWN as exc:
                 log.warning("run %s: the database is unavailable (%s)", run_id, type(exc).__name__)
             except Exception as exc:  # the run fails with its reason; the service goes on
+                if self._stop.is_set() or _pool_shut_down(exc):
+                    # the service is stopping (its thread pools take no more work): the run is
+                    # not at fault; it stays running for another process or the next start
+                    log.info("run %s: left to resume (the service is stopping)", run_id)
+                    return
                 log.error("run %s failed (%s)", run_id, type(exc).__name__)
                 self._fail_run(run_id, _safe_error(exc))
                 return
@@ -471,6 +476,12 @@ class Runtime:
             self.store.mark_writeback_done(entry.id)
             settled += 1
         return settled
+
+
+def _pool_shut_down(exc: BaseException) -> bool:
+    """The RuntimeError a thread pool raises when asked for work after it (or the interpreter)
+    shut down: a process that ends without Runtime.close (a signal, the end of a script)."""
+    return isinstance(exc, RuntimeError) and "schedule new futures after" in str(exc)
 
 
 def _safe_error(exc: BaseException) -> str:
