@@ -49,6 +49,7 @@ OBSERVATION_VALUE_SETS: Final = (
     "histology-observation",
     "m-category",
     "size-observation",
+    "distant-metastasis-site",
 )
 MEDICATION_USE_TYPES: Final = (
     "MedicationStatement",

@@ -176,14 +176,21 @@ def unknown_site(concept: Any) -> Site:
 
 
 def is_metastasis_condition(ctx: Context, fact: ClinicalFact) -> bool:
-    """A secondary-cancer Condition (or a local recurrence): its code names a metastatic site."""
+    """A secondary-cancer Condition (or a local recurrence): its code names a metastatic site.
+    An MII distant-metastasis Observation is one too (codes.md §4d-g)."""
+    if fact.resource_type == "Observation":
+        return fact.has("distant-metastasis-site")
     code = fact.resource.get("code")
     return any(fact.has(c) for c in SITE_CONCEPTS) or classify(ctx, code) is not None
 
 
 def condition_site(ctx: Context, fact: ClinicalFact) -> Site:
     """Where a metastasis Condition is: its bodySite when that classifies (more specific), else
-    its code (body-sites.yaml first, then the site-* value sets), else unknown location."""
+    its code (body-sites.yaml first, then the site-* value sets), else unknown location. An
+    MII distant-metastasis Observation names its site in its value."""
+    if fact.resource_type == "Observation":
+        value = fact.resource.get("valueCodeableConcept")
+        return classify(ctx, value) or unknown_site(value)
     for body_site in fact.resource.get("bodySite") or []:
         site = classify(ctx, body_site)
         if site is not None:

@@ -14,7 +14,7 @@ from service.mapping.model import Mappings, ValueSet, codings_of, normalize_code
 OBSERVATION_CONCEPTS = (
     "testosterone-total", "testosterone-not-total", "ecog", "karnofsky",
     "lesion-count", "imaging-lesion", "disease-status", "histology-observation",
-    "m-category", "size-observation",
+    "m-category", "size-observation", "distant-metastasis-site",
 )  # fmt: skip
 CONDITION_CONCEPTS = (
     "prostate-cancer", "prostate-other-histology", "histology-adenocarcinoma",

@@ -591,6 +591,10 @@ def _from_conditions(ctx: Context, progression: Progression, days: int) -> Sourc
 
 
 def _onset(fact: ClinicalFact) -> FhirDay | None:
+    """When the metastasis began: a Condition's onset; an MII distant-metastasis Observation's
+    effective date (the date it was diagnosed, codes.md §4d-g)."""
+    if fact.resource_type == "Observation":
+        return fact.day
     resource = fact.resource
     return parse_fhir_day(resource.get("onsetDateTime")) or parse_fhir_day(
         (resource.get("onsetPeriod") or {}).get("start")
@@ -611,8 +615,15 @@ def prostate_metastases(
     if cached is not None and progression is None:
         return cached
     found = []
-    for fact in sorted(ctx.facts.conditions, key=lambda f: f.evidence.reference):
-        if fact.status not in _ACTIVE_OR_UNSET or not is_metastasis_condition(ctx, fact):
+    records = ctx.facts.conditions + [
+        f
+        for f in ctx.facts.observations_of("distant-metastasis-site")
+        if f.status in ctx.params.observation_statuses_used
+    ]
+    for fact in sorted(records, key=lambda f: f.evidence.reference):
+        if fact.resource_type == "Condition" and fact.status not in _ACTIVE_OR_UNSET:
+            continue
+        if not is_metastasis_condition(ctx, fact):
             continue
         other = other_primary(ctx, fact)
         if other is not None:

@@ -721,3 +721,17 @@ def test_a_lesion_map_concept_may_not_repeat_a_value_set_name(tmp_path: Path) ->
     (folder / "body-sites.yaml").unlink()
     with pytest.raises(MappingError, match=r"body-sites\.yaml: file not found"):
         load_mappings(folder)
+
+
+def test_mii_distant_metastasis_observations_are_metastasis_records(screener: Screener) -> None:
+    obds = "https://www.medizininformatik-initiative.de/fhir/ext/modul-onko/CodeSystem/mii-cs-onko-fernmetastasen"
+    site = concept(SCT, "385421009", "Site of distant metastasis")
+    records = [
+        observation(site, EXAM, valueCodeableConcept=concept(obds, code))
+        for code in ("OSS", "HEP", "PUL", "ADR")
+    ]
+    result = screen(screener, worsened(), *records)
+    assert results(result) == (Result.NOT_MET, Result.MET)
+    assert result.strata["localization"] == "M1b-M1c"
+    lymph = observation(site, "2025-01-01", valueCodeableConcept=concept(obds, "LYM"))
+    assert screen(screener, lymph).strata["localization"] == "local-N-M1a"
