@@ -31,6 +31,7 @@ from tests.integration.postgres import (
     find_bin_dir,
     running_postgres,
 )
+from tests.unit.store import test_store_claims_and_look_backs as claims
 from tests.unit.store import test_store_core as core
 from tests.unit.store.helpers import AS_OF, STUDY, Clock, body, save
 from tests.unit.store.test_store_schema import TABLES, schema_differences
@@ -212,9 +213,48 @@ test_record_refuses_a_result_of_another_patient_without_quoting_it = (
 )
 
 
+# -- claims with owners and leases, look backs (issue 10 items 9 and 11) ----------------------
+
+test_a_screen_after_today_is_refused_and_nothing_is_stored = (
+    claims.test_a_screen_after_today_is_refused_and_nothing_is_stored
+)
+test_a_look_back_never_replaces_the_current_result_nor_is_a_change_nor_written = (
+    claims.test_a_look_back_never_replaces_the_current_result_nor_is_a_change_nor_written
+)
+test_a_look_back_run_keeps_its_results_with_the_run_only = (
+    claims.test_a_look_back_run_keeps_its_results_with_the_run_only
+)
+test_a_run_of_today_stays_current_past_midnight_but_never_goes_back = (
+    claims.test_a_run_of_today_stays_current_past_midnight_but_never_goes_back
+)
+test_today_can_be_fixed_for_tests_and_demos = claims.test_today_can_be_fixed_for_tests_and_demos
+test_a_live_claim_of_another_process_is_left_alone_until_its_lease_runs_out = (
+    claims.test_a_live_claim_of_another_process_is_left_alone_until_its_lease_runs_out
+)
+test_only_the_claim_owner_records_so_a_patient_is_recorded_once = (
+    claims.test_only_the_claim_owner_records_so_a_patient_is_recorded_once
+)
+test_claims_of_a_dead_owner_are_taken_back_at_once = (
+    claims.test_claims_of_a_dead_owner_are_taken_back_at_once
+)
+test_owners_alive_or_elsewhere_are_never_judged_dead = (
+    claims.test_owners_alive_or_elsewhere_are_never_judged_dead
+)
+test_a_graceful_stop_gives_its_claims_back_at_once = (
+    claims.test_a_graceful_stop_gives_its_claims_back_at_once
+)
+
+
+def test_claims_from_before_the_lease_migration_count_as_expired(
+    reopen_empty: StoreFactory, clock: Clock
+) -> None:
+    claims.test_claims_from_before_the_lease_migration_count_as_expired(reopen_empty, clock)
+
+
 def test_every_core_behaviour_runs_on_postgres_too() -> None:
-    core_tests = {name for name in vars(core) if name.startswith("test_")}
-    assert core_tests - set(globals()) == set()
+    for module in (core, claims):
+        tests = {name for name in vars(module) if name.startswith("test_")}
+        assert tests - set(globals()) == set(), module.__name__
 
 
 def test_a_machine_without_postgresql_fails_with_the_install_command(
@@ -253,7 +293,7 @@ def test_two_services_starting_at_once_migrate_one_after_the_other(
         return store.schema_revision()
 
     with ThreadPoolExecutor(len(stores)) as pool:
-        assert list(pool.map(start, stores)) == ["0001", "0001"]
+        assert list(pool.map(start, stores)) == ["0002", "0002"]
 
 
 def test_results_are_jsonb_on_postgres(store: Store) -> None:
