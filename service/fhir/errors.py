@@ -96,10 +96,14 @@ class FhirAnswerTooLarge(FhirBadResponse):
 
 
 class FhirTooSlow(FhirNetworkError):
-    """An answer that did not arrive whole within the request's total deadline."""
+    """An answer that did not arrive whole within the request's total deadline.
+
+    Not `temporary`: a run does not try the patient again later, so a server that drips bytes
+    costs one deadline per patient, not one per attempt (a busy server answers slowly, but
+    within minutes; read timeouts remain temporary)."""
 
     def __init__(self, summary: str, **context: Any) -> None:
-        super().__init__(summary, temporary=True, **context)
+        super().__init__(summary, temporary=False, **context)
 
 
 def operation_outcome_text(body: Any) -> str | None:
