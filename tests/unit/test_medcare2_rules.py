@@ -449,3 +449,16 @@ def test_a_do_not_perform_order_is_not_a_treatment(screener: Screener) -> None:
     }  # fmt: skip
     excluded = screen(screener, condition(ADENO), order).criterion("prior-excluded-therapy")
     assert excluded.result is Result.NOT_MET
+
+
+def test_what_was_set_aside_is_given_with_its_value(screener: Screener) -> None:
+    """criteria.md §7b: evidence just outside a window is named with its value and age."""
+    old_testo = total_testosterone(18, "ng/dL", day="2026-08-20")
+    ecog = observation(concept(LOINC, "89247-1"), "2026-08-01", valueInteger=1)
+    undated = observation(concept(LOINC, "89247-1"), "2026-08-01", valueInteger=2)
+    del undated["effectiveDateTime"]
+    result = screen(screener, condition(ADENO), old_testo, ecog, undated)
+    castrate = result.criterion("castrate-testosterone").reason
+    assert "18 ng/dL" in castrate and "2026-08-20" in castrate and "98 days" in castrate
+    performance = result.criterion("performance-status").reason
+    assert "ECOG 1" in performance and "2026-08-01" in performance

@@ -106,7 +106,11 @@ def performance_status(ctx: Context) -> Decision:
         )
     text = f"No ECOG/WHO or Karnofsky score within {days} days before {ctx.as_of}"
     if last_outside is not None:
-        text += f"; the last one was on {last_outside.day}"
+        read = read_grades(last_outside, ctx.mappings)
+        shown = f", {read[1]}," if read else ""
+        day = last_outside.day
+        when = f"on {day} ({(ctx.as_of - day.earliest).days} days before)" if day else "undated"
+        text += f"; the last one{shown} was {when}"
     notes = f" Also seen: {'; '.join(skipped)}." if skipped else ""
     notes += near_miss_note(ctx, "performance-status", days)
     evidence = (last_outside.evidence,) if last_outside else ()

@@ -47,7 +47,9 @@ def find_testosterone(ctx: Context) -> TestosteroneFinding:
     for fact in most_recent_first(ctx.facts.observations_of("testosterone-total")):
         if fact.status not in ctx.params.observation_statuses_used:
             if ctx.in_window(fact.day, days):
-                finding.passed_over.append(f"a {fact.status} result on {fact.day} was not used")
+                finding.passed_over.append(
+                    f"a {fact.status} result{_value_of(ctx, fact)} on {fact.day} was not used"
+                )
             continue
         if not ctx.in_window(fact.day, days):
             if finding.last_outside_window is None:
@@ -148,8 +150,23 @@ def _no_result(ctx: Context, finding: TestosteroneFinding) -> str:
     days = ctx.params.testosterone_window_days
     text = f"No final total testosterone within {days} days before {ctx.as_of}"
     if finding.last_outside_window is not None:
-        text += f"; the last one was on {finding.last_outside_window.day}"
+        last = finding.last_outside_window
+        text += f"; the last one{_value_of(ctx, last)} was on {last.day}{_days_ago(ctx, last)}"
     return text + "." + _context_notes(finding)
+
+
+def _value_of(ctx: Context, fact: ClinicalFact) -> str:
+    """', 18 ng/dL,' for a result set aside (criteria.md §7b: what was set aside, with its
+    value); '' when it has none that can be read."""
+    try:
+        measured = read_measurement(fact.resource, ctx.mappings)
+    except UnreadableValue:
+        return ""
+    return f", {measured.describe()}," if measured is not None else ""
+
+
+def _days_ago(ctx: Context, fact: ClinicalFact) -> str:
+    return f" ({(ctx.as_of - fact.day.earliest).days} days before)" if fact.day else ""
 
 
 def castrate_testosterone(ctx: Context) -> Decision:
