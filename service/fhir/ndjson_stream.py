@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import re
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -47,6 +46,7 @@ from service.fhir.record import (
     printable,
     subject_patient_id,
 )
+from service.fhir.scratch import scratch_folder
 from service.parallel import ordered_map
 
 DEFAULT_BUCKET_BYTES = 16_000_000
@@ -172,7 +172,7 @@ class NdjsonStream:
         count = max(min_buckets, int(sum(sizes) * _KEPT_SHARE / self.bucket_bytes) + 1)
         tasks = _tasks(files, sizes, workers)
         spans = [span for task in tasks for span in task.spans]
-        with tempfile.TemporaryDirectory(prefix="medcare-ndjson-", dir=self.scratch_dir) as tmp:
+        with scratch_folder(self.scratch_dir) as tmp:  # removed on SIGTERM/SIGINT too
             partition = Partition(
                 files=files,
                 buckets=[Path(tmp) / f"bucket-{i}.ndjson" for i in range(min(MAX_BUCKETS, count))],

@@ -12,6 +12,10 @@ SQLite needs care to behave under several threads:
   for the busy timeout. Taking the write lock at BEGIN makes writers queue instead. Read
   transactions keep a plain BEGIN so they never wait for writers.
 
+The database file holds patient results: it is created 0600 (and folders the store creates
+0700), an existing one is narrowed to 0600, and SQLite gives its -wal, -shm and -journal files
+the database file's permissions.
+
 PostgreSQL goes through psycopg 3 (`postgresql://` URLs are pointed at it) with a pre-ping on
 checkout, so a connection the server closed during a restart is replaced instead of failing a
 request.
@@ -19,6 +23,8 @@ request.
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +91,25 @@ def make_engine(
     )
 
 
+def private_file(path: Path) -> None:
+    """Create `path` (and the folders missing above it, 0700) as an empty 0600 file unless it
+    exists; narrow an existing one, and its SQLite companions, to 0600 (what other users could
+    read before stays theirs, but nothing new reaches them)."""
+    missing = [folder for folder in [path.parent, *path.parent.parents] if not folder.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, *(Path(f"{path}{suffix}") for suffix in ("-wal", "-shm", "-journal"))):
+        try:
+            mode = stat.S_IMODE(file.stat().st_mode)
+            if mode & 0o077:
+                file.chmod(mode & 0o700)
+        except FileNotFoundError:
+            continue
+        except PermissionError:
+            continue  # not our file: SQLite will say so if it cannot use it
+
+
 def _is_memory(url: URL) -> bool:
     database = url.database or ""
     return database in ("", ":memory:") or url.query.get("mode") == "memory"
@@ -106,7 +131,7 @@ def _sqlite_engine(
     else:
         database = Path(url.database or "")
         if not url.query.get("uri"):
-            database.parent.mkdir(parents=True, exist_ok=True)
+            private_file(database)
         engine = create_engine(
             url,
             connect_args=connect_args,
