@@ -254,8 +254,10 @@ def test_a_missing_patient_names_the_request_and_the_patient(
 
 
 def test_without_batch_the_searches_run_concurrently(
-    rsps: responses.RequestsMock, client: FhirClient, mappings: Mappings
+    rsps: responses.RequestsMock, make_client: ClientFactory, mappings: Mappings
 ) -> None:
+    """With batch off (`never`; `auto` would first probe with a batch) the searches run at once."""
+    client = make_client(batch="never")
     threads: set[str] = set()
 
     def answer(resources: list[dict[str, Any]]) -> Callable[[PreparedRequest], Any]:
@@ -295,7 +297,7 @@ def test_without_batch_a_failed_search_names_its_request_and_patient(
         status = 500 if resource_type == "Condition" else 200
         rsps.add(responses.GET, f"{BASE}/{resource_type}", status=status, json=searchset())
     with pytest.raises(FhirNetworkError) as caught:
-        ServerSource(make_client(retries=0), mappings).record("p1")
+        ServerSource(make_client(retries=0, batch="never"), mappings).record("p1")
     assert caught.value.request == "GET Condition?patient=p1&_count=100"
     assert caught.value.patient == "p1"
 
