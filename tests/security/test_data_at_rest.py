@@ -11,13 +11,15 @@ import stat
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 
 from service.fhir import scratch
 from service.fhir.ndjson_stream import NdjsonStream
+from service.fhir.record import PatientRecord
 from service.store import create_store
 from tests.conftest import FIXTURES
 from tests.ndjson_export import bundles_to_ndjson
@@ -164,7 +166,7 @@ def test_a_screen_that_ends_or_fails_leaves_no_bucket(tmp_path: Path) -> None:
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
     stream = NdjsonStream(_export(tmp_path), scratch_dir=scratch_root)
-    records = stream.records()
+    records = cast(Generator[PatientRecord, None, None], stream.records())
     next(records)
     assert len(_buckets_of(scratch_root, os.getpid())) == 1
     with pytest.raises(RuntimeError):

@@ -40,7 +40,7 @@ def body(
     study: str = STUDY,
 ) -> dict[str, Any]:
     """A §7 result: every criterion passes except those in `ruled_out_by` (and `unknown`)."""
-    criteria = []
+    criteria: list[dict[str, Any]] = []
     for criterion_id, kind in CRITERIA:
         if criterion_id in unknown:
             outcome = "unknown"
