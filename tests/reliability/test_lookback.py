@@ -162,3 +162,15 @@ def test_the_cli_refuses_a_day_after_today_and_the_write_back_of_a_look_back(
     assert main([*base, "--as-of", "0001-01-01", "--write-back"]) == 2
     err = capsys.readouterr().err
     assert "--write-back" in err and "look back" in err
+
+
+def test_the_cli_refuses_a_day_after_today_without_a_server(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.delenv("MEDCARE_TODAY", raising=False)
+    tomorrow = date.today() + timedelta(days=1)
+    assert main(["screen", "--patient", "fx-base", "--as-of", tomorrow.isoformat()]) == 2
+    err = capsys.readouterr().err
+    assert f"--as-of {tomorrow.isoformat()} is after today" in err and "Traceback" not in err
