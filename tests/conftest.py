@@ -1,4 +1,4 @@
-"""Shared test fixtures: the bundled mappings, one Screener, and the fixed screening day."""
+"""Shared test fixtures: the bundled mappings, one Screener, and the fixed screening day (today)."""
 
 from __future__ import annotations
 
@@ -31,3 +31,6 @@ def screener(mappings: Mappings) -> Screener:
 def _results_database(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """The CLI stores results (SQLite by default): each test gets its own file, not var/."""
     monkeypatch.setenv("MEDCARE_DATABASE_URL", f"sqlite:///{tmp_path / 'results.sqlite3'}")
+    # The fixtures are written for AS_OF: on that day their screens are current results, not look
+    # backs (fhir-contract.md "What the current result is"). Reaches `serve` subprocesses too.
+    monkeypatch.setenv("MEDCARE_TODAY", AS_OF.isoformat())
