@@ -138,6 +138,13 @@ class RunSchema(Schema):
         required=True, validate=validate.OneOf(["queued", "running", "done", "failed", "cancelled"])
     )
     as_of = fields.String(required=True)
+    look_back = fields.Boolean(
+        required=True,
+        metadata={
+            "description": "as_of before the service's date: the results are a look back, "
+            "never the current result, never in the changes feed, never written back"
+        },
+    )
     write_back = fields.Boolean(required=True)
     created_at = fields.String(required=True)
     started_at = fields.String(allow_none=True)

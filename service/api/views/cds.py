@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date
 from typing import Any
 
 from flask import current_app, request
@@ -145,7 +144,7 @@ def patient_view(body: dict[str, Any]) -> dict[str, Any]:
         raise ApiError(404, "patient-not-found", str(exc)) from exc
     except SourceUnavailable as exc:
         raise ApiError(502, "fhir-server-error", str(exc)) from exc
-    result = rt.screener.screen(record, date.today())
+    result = rt.screener.screen(record, rt.today())  # the service's date (MEDCARE_TODAY)
     return {"cards": [card(result)]}
 
 
