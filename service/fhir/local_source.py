@@ -16,6 +16,7 @@ from typing import Any
 from service.fhir import json_input
 from service.fhir.record import (
     CLINICAL_TYPES,
+    SHARED_TYPES,
     PatientRecord,
     Resource,
     index_medication,
@@ -25,7 +26,7 @@ from service.fhir.record import (
     subject_reference,
 )
 
-KEPT_TYPES = frozenset({"Patient", "Medication", *CLINICAL_TYPES})
+KEPT_TYPES = frozenset({"Patient", *SHARED_TYPES, *CLINICAL_TYPES})
 
 
 class SourceError(Exception):
@@ -102,7 +103,7 @@ class LocalSource:
                 if full_url:
                     full_url_to_patient[full_url] = patient_id
                     record.aliases.add(full_url)
-            elif resource_type == "Medication":
+            elif resource_type in SHARED_TYPES:
                 index_medication(medications, resource, full_url)
             elif resource_type in KEPT_TYPES:
                 pending.append((resource, full_url))

@@ -38,6 +38,7 @@ from typing import IO
 from service.fhir import json_input
 from service.fhir.local_source import KEPT_TYPES, SourceError, source_files
 from service.fhir.record import (
+    SHARED_TYPES,
     PatientRecord,
     Resource,
     index_medication,
@@ -62,7 +63,8 @@ _LINE_START = b'{"resourceType":"'
 _SPECIAL = re.compile(rb"[\\\x80-\xff]")  # a backslash or a byte that is not ASCII
 _BLOCK_BYTES = 8 * 1024 * 1024
 _MIN_SPAN_BYTES = 32 * 1024 * 1024  # smaller spans cost more in bucket files than they save
-_DECODE_ALWAYS = frozenset({b"Patient", b"Medication"})  # placed by id / kept for everyone
+# placed by id / kept for everyone (record.SHARED_TYPES)
+_DECODE_ALWAYS = frozenset({b"Patient", b"Medication", b"Substance"})
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,9 @@ class LineFilter:
     observation_codes: frozenset[str] | None = None
     normalize: Callable[[str], str] | None = None
     observation_pattern: re.Pattern[bytes] | None = None
+    # Observations the rules read by their words (near misses), whatever their code: a line is
+    # kept when this matches in it, or when it is not plain ASCII (its decoded text could match)
+    near_miss_pattern: re.Pattern[bytes] | None = None
 
     def __post_init__(self) -> None:
         if self.observation_codes is not None and self.normalize is None:
@@ -248,6 +253,7 @@ class _Partitioner:
         )
         self.normalize: Callable[[str], str] = line_filter.normalize or str
         self.pattern = line_filter.observation_pattern
+        self.near_miss = line_filter.near_miss_pattern
         # Where a line may be skipped by its first bytes alone: a type no rule reads, or an
         # Observation when the plain-ASCII lines' codes can be decided by the pattern.
         examined = set(line_filter.kept_types)
@@ -335,6 +341,8 @@ class _Partitioner:
             starts.update(_line_start(block, m.start()) for m in _SPECIAL.finditer(block))
         if self.pattern is not None:
             starts.update(_line_start(block, m.start()) for m in self.pattern.finditer(block))
+        if self.near_miss is not None:
+            starts.update(_line_start(block, m.start()) for m in self.near_miss.finditer(block))
         number, previous = 1, 0
         for start in sorted(starts):
             number += block.count(b"\n", previous, start)
@@ -362,7 +370,12 @@ class _Partitioner:
         return patient_id_of(found.group(1).decode())
 
     def _selected(self, line: bytes) -> bool:
-        """Whether an Observation line may be one the rules select (see _code_may_matter)."""
+        """Whether an Observation line may be one the rules select (see _code_may_matter), or
+        one they read as a near miss (LineFilter.near_miss_pattern)."""
+        if self.near_miss is not None and (
+            self.near_miss.search(line) or not line.isascii() or b"\\" in line
+        ):
+            return True
         if self.pattern is None:
             return self._code_may_matter(line)
         if self.pattern.search(line):
@@ -403,7 +416,7 @@ class _Partitioner:
         kind = resource["resourceType"]
         if kind not in self.kept_types:
             return None
-        if kind == "Medication":
+        if kind in SHARED_TYPES:
             index_medication(self.medications, resource)
             return None
         if kind == "Patient":

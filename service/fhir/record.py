@@ -28,6 +28,11 @@ FOREIGN_IDS_LISTED = 5  # in the record's note; the rest are counted
 # FHIR R4 `id`, matched against the whole string (`$` would accept a trailing newline).
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
+# Resources about no patient that the patients' medication records reach by reference: a
+# Medication, and a Substance named as a Medication's ingredient (criteria.md §4b, codes.md §7d).
+# Both are kept for everyone and found by "Type/id" or fullUrl.
+SHARED_TYPES = frozenset({"Medication", "Substance"})
+
 
 @dataclass
 class PatientRecord:
@@ -61,7 +66,7 @@ class PatientRecord:
             self._set_aside(resource)
         elif resource_type == "Patient":
             self.patient = resource
-        elif resource_type == "Medication":
+        elif resource_type in SHARED_TYPES:
             self.add_medication(resource, full_url)
         elif isinstance(resource_type, str):
             self.resources.setdefault(resource_type, []).append(resource)
@@ -123,7 +128,9 @@ def medication_keys(medication: Resource, full_url: str | None) -> Iterable[str]
     if full_url:
         yield full_url
     if isinstance(medication.get("id"), str):
-        yield f"Medication/{medication['id']}"
+        resource_type = medication.get("resourceType")
+        kind = resource_type if resource_type in SHARED_TYPES else "Medication"
+        yield f"{kind}/{medication['id']}"
 
 
 def type_and_id(reference: str) -> str | None:

@@ -142,6 +142,9 @@ class NearMissConcept:
     criteria: tuple[str, ...]
     pattern: re.Pattern[str] | None
     exclude: re.Pattern[str] | None
+    # the phrases `pattern` was made of (lower case): the NDJSON prefilter keeps lines that
+    # contain one, so that near misses are seen from an export as from a file
+    phrases: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -65,6 +65,7 @@ def load_near_misses(folder: Path) -> NearMisses:
                 criteria=tuple(entry["criteria"]),
                 pattern=word_pattern(phrases),
                 exclude=word_pattern(entry["exclude_words"]),
+                phrases=tuple(sorted({p.lower() for p in phrases if p.strip()})),
             )
         )
     blinded = word_pattern([p for words in doc["blinded"].values() for p in words])

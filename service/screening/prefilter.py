@@ -6,6 +6,11 @@ such lines as raw bytes, which is most of an export (vital signs, routine labs).
 the records then hold only Observations the extractor would have kept, and every screen result
 is the same. When an Observation value set matches by prefix, no line can be ruled out by exact
 codes, and every Observation is kept.
+
+The extractor also reads an unmapped Observation whose text names a near-miss concept
+(mappings/near-misses.yaml): its reason then points at it. So an Observation line that contains
+a near-miss phrase in any case is kept too, and so is any Observation line that is not plain
+ASCII (its decoded text could hold an accented phrase, or case-fold into one).
 """
 
 from __future__ import annotations
@@ -47,6 +52,24 @@ def observation_pattern(codes: frozenset[str]) -> re.Pattern[bytes] | None:
     return re.compile(rb'"code"\s*:\s*"\s*\.*(?i:' + b"|".join(dotted) + rb')\.*\s*"')
 
 
+def near_miss_pattern(mappings: Mappings) -> re.Pattern[bytes] | None:
+    """A bytes regex found in every plain-ASCII line whose text an Observation near-miss
+    pattern matches: the ASCII phrases, in any case, anywhere (word boundaries and exclusions
+    only ever narrow the extractor's match). None when there are no Observation near misses."""
+    phrases = {
+        phrase
+        for concept in mappings.near_misses.concepts
+        if concept.kind == "observation"
+        for phrase in concept.phrases
+    }
+    ascii_phrases = sorted((p for p in phrases if p.isascii()), key=len, reverse=True)
+    if not phrases:
+        return None
+    if not ascii_phrases:
+        return re.compile(rb"(?!)")  # only accented phrases: the non-ASCII lines are kept anyway
+    return re.compile(b"(?i:" + b"|".join(re.escape(p.encode()) for p in ascii_phrases) + b")")
+
+
 def line_filter(mappings: Mappings) -> LineFilter:
     """The partition filter for these mappings (see the module docstring)."""
     codes = observation_codes(mappings)
@@ -54,4 +77,5 @@ def line_filter(mappings: Mappings) -> LineFilter:
         observation_codes=codes,
         normalize=normalize_code,
         observation_pattern=observation_pattern(codes) if codes is not None else None,
+        near_miss_pattern=near_miss_pattern(mappings),
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.fhir.ndjson_stream import NdjsonStream
 from service.mapping import Mappings
 from service.mapping.model import ValueSet, normalize_code
 from service.screening.concepts import OBSERVATION_CONCEPTS
@@ -71,3 +74,40 @@ def test_a_prefix_rule_turns_the_code_selection_off(mappings: Mappings) -> None:
 def test_codes_that_are_not_ascii_leave_every_line_to_the_value_by_value_check() -> None:
     assert observation_pattern(frozenset({"straße"})) is None
     assert observation_pattern(frozenset()) is None
+
+
+def _observation_line(code: str, text: str) -> bytes:
+    resource = {
+        "resourceType": "Observation",
+        "id": code.lower(),
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "urn:local", "code": code}], "text": text},
+    }
+    return (json.dumps(resource, ensure_ascii=False) + "\n").encode()
+
+
+def test_unmapped_observations_whose_words_are_near_misses_are_kept(
+    mappings: Mappings, tmp_path: Path
+) -> None:
+    """An unmapped local code named 'Testosteron totaal' is read (its reason points at it), so
+    the partition keeps it, in plain ASCII and accented; unrelated unmapped labs are dropped."""
+    lines = [
+        _observation_line("LAB123", "Testosteron totaal"),
+        _observation_line("LAB124", "TESTOSTÉRONE TOTALE"),
+        _observation_line("LAB125", "Natrium"),
+        _observation_line("LAB126", "Hemoglobine"),
+    ]
+    export = tmp_path / "Observation.ndjson"
+    export.write_bytes(b"".join(lines))
+    (tmp_path / "Patient.ndjson").write_text(
+        json.dumps({"resourceType": "Patient", "id": "p1"}) + "\n"
+    )
+    (record,) = NdjsonStream(tmp_path, line_filter=line_filter(mappings)).records()
+    assert sorted(o["id"] for o in record.of_type("Observation")) == ["lab123", "lab124"]
+    kept_texts = sorted(o["code"]["text"] for o in record.of_type("Observation"))
+    assert kept_texts == ["TESTOSTÉRONE TOTALE", "Testosteron totaal"]
+
+    pattern = line_filter(mappings).near_miss_pattern
+    assert pattern is not None
+    assert pattern.search(lines[0]) and not pattern.search(lines[2])
