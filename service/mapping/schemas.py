@@ -64,7 +64,9 @@ class LesionMapFileSchema(Schema):
     concepts = fields.Dict(
         keys=fields.String(), values=fields.Nested(LesionConceptSchema), required=True
     )
-    names = fields.Dict(keys=fields.String(), values=fields.List(fields.String()), load_default=dict)
+    names = fields.Dict(
+        keys=fields.String(), values=fields.List(fields.String()), load_default=dict
+    )
     length_units_mm = fields.Dict(
         keys=fields.String(),
         values=fields.Float(validate=validate.Range(min=0, min_inclusive=False)),
