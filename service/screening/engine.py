@@ -135,7 +135,9 @@ class Screener:
             patient_type=patient_type,
             strata=_strata(ctx, patient_type),
             # every unknown and manual criterion, informational ones too (criteria.md §2)
-            needs_review=tuple(r.id for r in results if r.result in (Result.UNKNOWN, Result.MANUAL)),
+            needs_review=tuple(
+                r.id for r in results if r.result in (Result.UNKNOWN, Result.MANUAL)
+            ),
             missing_data=_missing_data(ctx, results),
             criteria=results,
             rules_version=params.rules_version,
