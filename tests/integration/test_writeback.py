@@ -93,17 +93,18 @@ def test_unchanged_result_is_not_written_again(harness: Harness) -> None:
     assert len(harness.provenances(first["id"])) == 1
 
 
-def test_high_testosterone_turns_the_same_subject_ineligible(harness: Harness) -> None:
+def test_a_candidate_who_dies_turns_the_same_subject_ineligible(harness: Harness) -> None:
+    """A candidate who becomes ineligible is updated, not left behind as a stale candidate.
+
+    (This used a testosterone of 80 ng/dL until medcare-2: a value above 50 on ADT after a
+    castrate one in the window is now `unknown` (criteria.md §5), so death is the clear case.)
+    """
     harness.load_clone("base", "wb-turns")
     writer = harness.writer()
     assert writer.write(harness.screen("wb-turns")).outcome == "written"
     (before,) = harness.subjects("wb-turns")
-    harness.client.create({
-        "resourceType": "Observation", "status": "final",
-        "code": {"coding": [{"system": "http://loinc.org", "code": "2986-8"}]},
-        "subject": {"reference": "Patient/wb-turns"}, "effectiveDateTime": "2026-11-25",
-        "valueQuantity": {"value": 80, "unit": "ng/dL", "system": "http://unitsofmeasure.org", "code": "ng/dL"},
-    })  # fmt: skip
+    patient = harness.client.read("Patient", "wb-turns")
+    harness.client.update({**patient, "deceasedDateTime": "2026-11-25"})
     result = harness.screen("wb-turns")
     assert result.status.value == "ineligible"
     # ineligible patients are not written by default, but this one has a subject: it is updated
