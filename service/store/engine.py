@@ -24,7 +24,9 @@ request.
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +153,7 @@ def _sqlite_engine(
             cursor.execute("PRAGMA foreign_keys = ON")
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
             if not memory:
-                cursor.execute("PRAGMA journal_mode = WAL")
+                _use_wal(cursor, busy_timeout)
         finally:
             cursor.close()
 
@@ -161,3 +163,27 @@ def _sqlite_engine(
         connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     return engine
+
+
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    """Put the database in WAL mode, waiting out a writer as the busy timeout promises.
+
+    Changing the journal mode can answer "database is locked" at once, without the busy
+    handler (for instance while another process recovers the WAL index): a gunicorn worker
+    booting beside one that is writing then failed to start, and the arbiter shut the service
+    down. The mode is persistent, so it is only set when it is not WAL yet, and a lock is
+    waited out for up to `busy_timeout` seconds like any other.
+    """
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.01
+    while True:
+        try:
+            (mode,) = cursor.execute("PRAGMA journal_mode").fetchone()
+            if str(mode).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.25)
