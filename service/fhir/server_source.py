@@ -25,6 +25,7 @@ from service.fhir.errors import FhirBadResponse, FhirError, FhirNotFound
 from service.fhir.record import (
     CLINICAL_TYPES,
     FOREIGN_IDS_LISTED,
+    SHARED_TYPES,
     PatientRecord,
     Resource,
     is_fhir_id,
@@ -127,6 +128,7 @@ class ServerSource:
                 ", ".join(short_reference(r) for r in record.foreign[:FOREIGN_IDS_LISTED]),
             )
         self._resolve_medications(record)
+        self._resolve_ingredients(record)
         log.info(
             "Patient/%s: %d resources read (%d requests so far)",
             patient_id,
@@ -258,6 +260,37 @@ class ServerSource:
                     record.add_medication(self._medications[tail])
                 else:
                     wanted.setdefault(tail, referrer)
+        self._add_fetched(record, wanted)
+
+    def _resolve_ingredients(self, record: PatientRecord) -> None:
+        """Fetch what Medications name as their ingredients by reference (a Substance, or another
+        Medication): an ingredient-only Medication is recognised by them (criteria.md §4b), and
+        a search's `_include` does not reach that far."""
+        wanted: dict[str, str] = {}  # Type/id -> the Medication that names it
+        for medication in {id(m): m for m in record.medications.values()}.values():
+            ingredients = medication.get("ingredient")
+            for ingredient in ingredients if isinstance(ingredients, list) else []:
+                item = ingredient.get("itemReference") if isinstance(ingredient, dict) else None
+                reference = item.get("reference") if isinstance(item, dict) else None
+                if not isinstance(reference, str) or reference.startswith("#"):
+                    continue
+                if record.resolve_medication(reference, medication):
+                    continue
+                tail = type_and_id(reference)
+                if tail is None or tail.partition("/")[0] not in SHARED_TYPES:
+                    continue
+                referrer = f"Medication/{printable(str(medication.get('id')))}"
+                if "://" in reference and origin_of(reference) != self.client.origin:
+                    record.problems.append(f"{referrer}: its ingredient is on another server")
+                elif tail in self._medications:
+                    record.add_medication(self._medications[tail])
+                else:
+                    wanted.setdefault(tail, referrer)
+        self._add_fetched(record, wanted)
+
+    def _add_fetched(self, record: PatientRecord, wanted: dict[str, str]) -> None:
+        """Fetch 'Type/id' paths (each with the resource that references it) into the record's
+        shared resources, remembered for the whole source."""
         if not wanted:
             return
         for tail, outcome in zip(wanted, self._fetch(list(wanted), record.patient_id), strict=True):

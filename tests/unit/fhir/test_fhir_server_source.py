@@ -253,6 +253,36 @@ def test_a_missing_patient_names_the_request_and_the_patient(
 # --- one patient, without batch -----------------------------------------------------------------
 
 
+def test_ingredients_named_by_reference_are_fetched_once(
+    rsps: responses.RequestsMock, client: FhirClient, mappings: Mappings
+) -> None:
+    """An ingredient-only Medication names its drug through a Substance (criteria.md §4b):
+    `_include` brings the Medication, not its ingredient, so the source reads it."""
+    ingredient_only = {
+        "resourceType": "Medication",
+        "id": "m1",
+        "ingredient": [{"itemReference": {"reference": "Substance/s1"}}],
+    }
+    substance = {"resourceType": "Substance", "id": "s1", "code": {"text": "abiraterone"}}
+    rsps.add(responses.GET, f"{BASE}/metadata", json=capability())
+    rsps.add(
+        responses.POST,
+        BASE,
+        json=batch_response(
+            ("200 OK", PATIENT),
+            *[("200 OK", searchset())] * 3,
+            ("200 OK", searchset(med_request("r1", "Medication/m1"), ingredient_only)),
+            *[("200 OK", searchset())] * 2,
+        ),
+    )
+    rsps.add(responses.POST, BASE, json=batch_response(("200", substance)))
+    source = ServerSource(client, mappings)
+    record = source.record("p1")
+    assert sent_batch(rsps.calls[2]) == ["Substance/s1"]
+    assert record.resolve_medication("Substance/s1", ingredient_only) == substance
+    assert record.problems == []
+
+
 def test_without_batch_the_searches_run_concurrently(
     rsps: responses.RequestsMock, make_client: ClientFactory, mappings: Mappings
 ) -> None:
