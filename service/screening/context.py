@@ -35,7 +35,7 @@ def most_recent_first(facts: list[ClinicalFact]) -> list[ClinicalFact]:
     """Newest first; undated last; ties broken by reference so results are deterministic."""
     return sorted(
         facts,
-        key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference),
+        key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.order_key),
         reverse=True,
     )
 

@@ -109,7 +109,7 @@ def castration_at(ctx: Context, progression: date) -> Castration:
     since = add_months(progression, -CASTRATION_TESTOSTERONE_MONTHS)
     for fact in sorted(
         ctx.facts.observations_of("testosterone-total"),
-        key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference),
+        key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.order_key),
         reverse=True,
     ):
         if fact.day is None or fact.status not in ctx.params.observation_statuses_used:

@@ -326,7 +326,7 @@ def _from_findings(
     all_pet = True
     evidence: list[Evidence] = []
     for fact in sorted(
-        findings, key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.reference)
+        findings, key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.order_key)
     ):
         assert fact.day is not None  # in the window, so dated
         other = other_primary(ctx, fact)
@@ -620,7 +620,7 @@ def prostate_metastases(
         for f in ctx.facts.observations_of("distant-metastasis-site")
         if f.status in ctx.params.observation_statuses_used
     ]
-    for fact in sorted(records, key=lambda f: f.evidence.reference):
+    for fact in sorted(records, key=lambda f: f.evidence.order_key):  # whatever the source's order
         if fact.resource_type == "Condition" and fact.status not in _ACTIVE_OR_UNSET:
             continue
         if not is_metastasis_condition(ctx, fact):

@@ -114,7 +114,7 @@ def near_misses_for(ctx: Context, concept: str, window_days: int | None = None) 
     ]
     return sorted(
         found,
-        key=lambda m: (m.day.earliest if m.day else date.min, m.evidence.reference),
+        key=lambda m: (m.day.earliest if m.day else date.min, m.evidence.order_key),
         reverse=True,
     )
 

@@ -63,6 +63,12 @@ class Evidence:
     def to_dict(self) -> dict[str, str]:
         return {"reference": self.reference, "summary": self.summary}
 
+    @property
+    def order_key(self) -> str:
+        """The reference without its version: to order evidence the same whatever the source
+        (a server adds '/_history/N', which would sort 'met-bone-icd' before 'met-bone')."""
+        return self.reference.partition("/_history/")[0]
+
 
 @dataclass(frozen=True)
 class Decision:

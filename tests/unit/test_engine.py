@@ -170,3 +170,24 @@ def test_drug_recognition_is_remembered_within_a_bound(
     monkeypatch.setattr(cached.extractor, "_recognised", lambda c: calls.append(c) or original(c))
     cached.screen(record(medication_statement(drugs[-1])), AS_OF)
     assert calls == []  # the last product is still remembered
+
+
+def test_versions_from_a_server_do_not_reorder_reasons(screener: Screener) -> None:
+    """A server adds '/_history/N' to every reference; ordering by it put 'met-bone-icd' before
+    'met-bone' and changed the reasons. Sorted by the unversioned reference, they are the same."""
+    import re
+
+    from service.fhir.local_source import LocalSource
+    from tests.conftest import AS_OF, FIXTURES
+
+    case = "metastases-one-organ-two-codes"
+    (plain,) = LocalSource(FIXTURES / f"{case}.json").records([f"fx-{case}"])
+    (versioned,) = LocalSource(FIXTURES / f"{case}.json").records([f"fx-{case}"])
+    for resources in versioned.resources.values():
+        for resource in resources:
+            resource["meta"] = {"versionId": "1"}
+    expected = screener.screen(plain, AS_OF).to_dict()
+    got = json.loads(
+        re.sub(r"/_history/1", "", json.dumps(screener.screen(versioned, AS_OF).to_dict()))
+    )
+    assert got == expected
