@@ -21,7 +21,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     MEDCARE_SOURCE_PATH=/app/fixtures/patients \
     MEDCARE_DATABASE_URL=sqlite:////data/medcare.sqlite3
 RUN groupadd --system medcare && useradd --system --gid medcare --home-dir /app --shell /usr/sbin/nologin medcare \
-    && mkdir -p /data /app && chown medcare:medcare /data
+    && mkdir -p /data /app && chown medcare:medcare /data && chmod 0700 /data
 COPY --from=build /opt/venv /opt/venv
 COPY --chown=medcare:medcare mappings /app/mappings
 COPY --chown=medcare:medcare fixtures/patients /app/fixtures/patients
