@@ -42,6 +42,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import (
     CTE,
+    ColumnElement,
     Engine,
     Select,
     and_,
@@ -752,12 +753,20 @@ class Store:
     def release_own_claims(self) -> int:
         """At a graceful stop: give every claim this Store holds back (pending), so another
         process takes them at once instead of after the lease. Returns how many."""
+        return self._release_own_to_pending()
+
+    def _release_own_to_pending(self, *narrowed_to: ColumnElement[bool]) -> int:
+        """Put the patients this Store has claimed (narrowed by `narrowed_to`) back to pending,
+        lease and owner cleared, so any worker may claim them again. One statement for both
+        the graceful stop and a worker that could not record, so the two cannot drift apart on
+        what a released claim looks like. Returns how many were released."""
         with self._write() as session:
             released = session.execute(
                 update(RunPatient)
                 .where(
-                    RunPatient.claimed_by == self.owner,
+                    *narrowed_to,
                     RunPatient.state == PatientState.CLAIMED.value,
+                    RunPatient.claimed_by == self.owner,
                 )
                 .values(
                     state=PatientState.PENDING.value,
@@ -1065,26 +1074,9 @@ class Store:
         wanted = list(dict.fromkeys(patient_ids))
         if not wanted:
             return 0
-        with self._write() as session:
-            released = session.execute(
-                update(RunPatient)
-                .where(
-                    RunPatient.run_id == run_id,
-                    RunPatient.patient_id.in_(wanted),
-                    RunPatient.state == PatientState.CLAIMED.value,
-                    RunPatient.claimed_by == self.owner,
-                )
-                .values(
-                    state=PatientState.PENDING.value,
-                    claimed_at=None,
-                    claimed_by=None,
-                    lease_expires_at=None,
-                    updated_at=self._now(),
-                )
-                .returning(RunPatient.patient_id)
-                .execution_options(synchronize_session=False)
-            ).all()
-        return len(released)
+        return self._release_own_to_pending(
+            RunPatient.run_id == run_id, RunPatient.patient_id.in_(wanted)
+        )
 
     # -- reading runs -----------------------------------------------------------------------
 
