@@ -17,7 +17,7 @@ from service.mapping.model import texts_of
 from service.screening.context import Context
 from service.screening.facts import ClinicalFact
 from service.screening.therapy import was_given
-from service.screening.units import UnreadableValue, is_castrate, read_measurement
+from service.screening.units import castrate_readings
 
 FLARE_DAYS = 84  # 12 weeks (criteria.md §4: start <= exam date <= start + 84 days)
 CASTRATION_ADT_DAYS = 84  # ADT evidence 12 weeks or more before the progression date
@@ -107,21 +107,20 @@ def castration_at(ctx: Context, progression: date) -> Castration:
     below 50 ng/dL within the 12 months before it, or ADT evidence 12 weeks or more before it."""
     threshold = ctx.params.castrate_ng_dl
     since = add_months(progression, -CASTRATION_TESTOSTERONE_MONTHS)
-    for fact in sorted(
+    newest_first = sorted(
         ctx.facts.observations_of("testosterone-total"),
         key=lambda f: (f.day.earliest if f.day else date.min, f.evidence.order_key),
         reverse=True,
-    ):
-        if fact.day is None or fact.status not in ctx.params.observation_statuses_used:
-            continue
-        if not since <= fact.day.earliest <= progression:
-            continue
-        try:
-            measured = read_measurement(fact.resource, ctx.mappings)
-        except UnreadableValue:
-            continue
-        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
-            return Castration(True, f"testosterone {measured.describe()} on {fact.day}")
+    )
+    before_progression = (
+        fact
+        for fact in newest_first
+        if fact.day is not None and since <= fact.day.earliest <= progression
+    )
+    newest_castrate = next(castrate_readings(ctx, before_progression), None)
+    if newest_castrate is not None:
+        fact, measured = newest_castrate
+        return Castration(True, f"testosterone {measured.describe()} on {fact.day}")
     starts = [s for s in new_therapy_starts(ctx) if s.what.startswith("androgen deprivation")]
     if starts:
         first = starts[0]

@@ -7,11 +7,13 @@ cannot tip a result at the threshold (1.7336 nmol/L is 50.00 ng/dL, not 50.0005)
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from service.mapping.model import Mappings
-from service.screening.context import fmt_number
+from service.screening.context import Context, fmt_number
+from service.screening.facts import ClinicalFact
 
 _STRING_RE = re.compile(r"^\s*(<=|>=|<|>|≤|≥)?\s*(\d+(?:[.,]\d+)?)\s*(\S.*?)?\s*$")
 _COMPARATORS = {"≤": "<=", "≥": ">="}
@@ -98,3 +100,23 @@ def is_above_castrate(m: Measured, threshold: float) -> bool | None:
     if m.comparator == ">=":
         return True if m.ng_dl > threshold else None
     return m.ng_dl > threshold
+
+
+def castrate_readings(
+    ctx: Context, facts: Iterable[ClinicalFact]
+) -> Iterator[tuple[ClinicalFact, Measured]]:
+    """The total testosterone facts, in the order given, that show castration: a status that
+    counts (criteria.md §5) and a value that reads, converts to ng/dL and lies below the
+    threshold. An unreadable value is passed over here; the testosterone criterion reports it.
+    One place, so every question about castration (the §5 discordant rise, an old ADT record,
+    §4 castration by progression) takes the same values as castrate."""
+    threshold = ctx.params.castrate_ng_dl
+    for fact in facts:
+        if fact.status not in ctx.params.observation_statuses_used:
+            continue
+        try:
+            measured = read_measurement(fact.resource, ctx.mappings)
+        except UnreadableValue:
+            continue
+        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
+            yield fact, measured

@@ -12,6 +12,7 @@ from service.screening.therapy import is_ongoing
 from service.screening.units import (
     Measured,
     UnreadableValue,
+    castrate_readings,
     is_above_castrate,
     is_castrate,
     read_measurement,
@@ -76,21 +77,16 @@ def find_testosterone(ctx: Context) -> TestosteroneFinding:
 def _earlier_castrate(ctx: Context, latest: ClinicalFact) -> tuple[ClinicalFact, Measured] | None:
     """The most recent castrate value in the window before the latest one, if any."""
     days = ctx.params.testosterone_window_days
-    for fact in most_recent_first(ctx.facts.observations_of("testosterone-total")):
-        if fact is latest or fact.day is None or latest.day is None:
-            continue
-        if fact.day.earliest >= latest.day.earliest or not ctx.in_window(fact.day, days):
-            continue
-        if fact.status not in ctx.params.observation_statuses_used:
-            continue
-        try:
-            measured = read_measurement(fact.resource, ctx.mappings)
-        except UnreadableValue:
-            continue
-        threshold = ctx.params.castrate_ng_dl
-        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
-            return fact, measured
-    return None
+    earlier_in_window = (
+        fact
+        for fact in most_recent_first(ctx.facts.observations_of("testosterone-total"))
+        if fact is not latest
+        and fact.day is not None
+        and latest.day is not None
+        and fact.day.earliest < latest.day.earliest
+        and ctx.in_window(fact.day, days)
+    )
+    return next(castrate_readings(ctx, earlier_in_window), None)
 
 
 def _on_adt(ctx: Context) -> bool:

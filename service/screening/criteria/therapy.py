@@ -18,7 +18,7 @@ from service.screening.therapy import (
     is_ongoing,
     was_given,
 )
-from service.screening.units import UnreadableValue, is_castrate, read_measurement
+from service.screening.units import castrate_readings
 
 
 def _orchiectomies(ctx: Context) -> list[ClinicalFact]:
@@ -130,19 +130,13 @@ def _long_running_orders(ctx: Context, ongoing: list[MedicationFact], drug_class
 
 
 def _castrate_since(ctx: Context, since: date) -> bool:
-    threshold = ctx.params.castrate_ng_dl
-    for fact in ctx.facts.observations_of("testosterone-total"):
-        if fact.day is None or fact.day.earliest < since:
-            continue
-        if fact.status not in ctx.params.observation_statuses_used:
-            continue
-        try:
-            measured = read_measurement(fact.resource, ctx.mappings)
-        except UnreadableValue:
-            continue
-        if measured is not None and measured.ng_dl is not None and is_castrate(measured, threshold):
-            return True
-    return False
+    """Whether a castrate total testosterone on or after `since` supports an old ADT order."""
+    since_then = (
+        fact
+        for fact in ctx.facts.observations_of("testosterone-total")
+        if fact.day is not None and fact.day.earliest >= since
+    )
+    return next(castrate_readings(ctx, since_then), None) is not None
 
 
 # criteria.md §3 prior-excluded-therapy: what shows that something was given.
