@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.fhir.record import type_and_id
-from service.mapping.model import codings_of
+from service.screening.bodysites import is_unconfirmed, verification
 from service.screening.context import Context, join_names
 from service.screening.facts import ClinicalFact
 from service.screening.result import Decision, Evidence, Result
@@ -29,7 +29,6 @@ MCODE_HISTOLOGY_EXTENSION = (
     "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
 )
 MCODE_RELATED_CONDITION = "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-related-condition"
-UNCONFIRMED = frozenset({"unconfirmed", "provisional", "differential"})
 ADENO, ACINAR_CELL, SMALL_CELL, DUCTAL = "adenocarcinoma", "acinar-cell", "small-cell", "ductal"
 NE_UNCERTAIN, OTHER = "neuroendocrine-uncertain", "other"
 PATHOLOGY = "Chase: the pathology report (pathology department or referring urologist)."
@@ -48,17 +47,6 @@ class HistologyFinding:
     @property
     def has_confirmed_prostate(self) -> bool:
         return any(f not in self.unconfirmed for f in self.prostate)
-
-
-def verification(fact: ClinicalFact) -> str | None:
-    """A Condition's verificationStatus code (None when unstated)."""
-    for _system, code in codings_of(fact.resource.get("verificationStatus")):
-        return code
-    return None
-
-
-def is_unconfirmed(fact: ClinicalFact) -> bool:
-    return verification(fact) in UNCONFIRMED
 
 
 def named_unconfirmed(facts: list[ClinicalFact]) -> str:
