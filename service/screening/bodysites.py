@@ -12,6 +12,7 @@ another cancer says it is not, criteria.md §3), and whether a site is spinal.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -141,10 +142,16 @@ def _make_site(klass: str, region: str, spinal: bool, concept: Any) -> Site:
     )  # fmt: skip
 
 
-def _code_as_written(concept: Any) -> str:
+def _first_code(concept: Any, absent: str, spelled: Callable[[str], str] = str) -> str:
+    """The concept's first coding as 'system|code' (the code `spelled`), else `absent`: a
+    site's key, its code in reasons and its name without a text all start from it."""
     for system, code in codings_of(concept):
-        return f"{system}|{code}"
-    return "no code"
+        return f"{system}|{spelled(code)}"
+    return absent
+
+
+def _code_as_written(concept: Any) -> str:
+    return _first_code(concept, "no code")
 
 
 def site_name(concept: Any) -> str:
@@ -152,15 +159,11 @@ def site_name(concept: Any) -> str:
     texts = texts_of(concept)
     if texts:
         return texts[0].strip()
-    for system, code in codings_of(concept):
-        return f"{system}|{code}"
-    return "no site recorded"
+    return _first_code(concept, "no site recorded")
 
 
 def _code_key(concept: Any) -> str:
-    for system, code in codings_of(concept):
-        return f"{system}|{normalize_code(code)}"
-    return "-"
+    return _first_code(concept, "-", normalize_code)
 
 
 def unknown_site(concept: Any) -> Site:
