@@ -441,13 +441,12 @@ class FhirClient:
         answer = _parse(response, request, patient)
         if answer is None or answer["resourceType"] != "Bundle":
             sent = answer["resourceType"] if answer else "an empty body"
-            raise self._scrubbed(
-                _NotABatchResponse(
-                    f"expected a batch-response Bundle, the server sent {sent}",
-                    status=response.status_code,
-                    request=request,
-                    patient=patient,
-                )
+            raise self._answer_error(
+                _NotABatchResponse,
+                f"expected a batch-response Bundle, the server sent {sent}",
+                response,
+                request,
+                patient,
             )
         entries = _response_entries(answer, len(requests_), request, patient)
         return [
@@ -789,6 +788,15 @@ class FhirClient:
         """Every FhirError this client raises or returns passes here: our secrets taken out."""
         return self.secrets.scrub_error(error)
 
+    def _answer_error(
+        self, kind: type[E], summary: str, response: Answer, request: str, patient: str | None
+    ) -> E:
+        """An error about a server's answer: its status, the request and the patient said, our
+        secrets taken out. One place, so no such error leaves without the scrub."""
+        return self._scrubbed(
+            kind(summary, status=response.status_code, request=request, patient=patient)
+        )
+
     def _pause(
         self, request: str, patient: str | None, why: str, retry: int, retry_after: str | None
     ) -> None:
@@ -816,13 +824,12 @@ class FhirClient:
                 patient=patient,
             )
         if resource["resourceType"] != resource_type:
-            raise self._scrubbed(
-                FhirBadResponse(
-                    f"expected a {resource_type}, the server sent a {resource['resourceType']}",
-                    status=response.status_code,
-                    request=request,
-                    patient=patient,
-                )
+            raise self._answer_error(
+                FhirBadResponse,
+                f"expected a {resource_type}, the server sent a {resource['resourceType']}",
+                response,
+                request,
+                patient,
             )
         return resource
 
