@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -15,11 +16,13 @@ from service.api.security import token_digest
 from service.config import Settings
 from service.runtime import Runtime
 from tests.conftest import FIXTURES
+from tests.integration.jwks import Issuer, jwks_server
 
 TOKEN = "test-token-0123456789abcdef"
 # the fixtures are written for this day: screens as of it are current results (not look backs)
 TODAY = date(2026, 11, 26)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+CDS_URL = "/cds-services/medcare-patient-view"
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -31,6 +34,24 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
         today=TODAY,
     )
     return base.with_overrides(**overrides)
+
+
+@contextmanager
+def cds_app(tmp_path: Path) -> Iterator[tuple[FlaskClient, Issuer, str]]:
+    """A development app that trusts a stand-in EHR for CDS Hooks calls: its test client, the
+    EHR (which signs the calls' JWTs) and the audience those must name. The app's runtime is
+    closed before the EHR stops, as a test that set this up by hand did."""
+    with jwks_server() as ehr:
+        audience = "https://medcare.example.org" + CDS_URL
+        settings = make_settings(
+            tmp_path, environment="development", cds_issuers=((ehr.issuer, ehr.jwks_url),),
+            cds_audience=audience,
+        )  # fmt: skip
+        runtime = Runtime(settings)
+        try:
+            yield create_app(settings, runtime).test_client(), ehr, audience
+        finally:
+            runtime.close()
 
 
 @pytest.fixture

@@ -17,24 +17,20 @@ from typing import Any
 import pytest
 from flask.testing import FlaskClient
 
-from service.api import create_app
 from service.cli import main
 from service.fhir.local_source import LocalSource
 from service.fhir.record import PatientRecord
 from service.mapping import load_mappings
-from service.runtime import Runtime
 from service.screening.engine import Screener
 from service.screening.result import Result
-from tests.api.conftest import AUTH, make_settings
+from tests.api.conftest import AUTH, CDS_URL, cds_app
 from tests.conftest import FIXTURES
-from tests.integration.jwks import jwks_server
 from tests.ndjson_export import bundles_to_ndjson
 from tests.reliability import harness
 
 AS_OF = "2026-11-26"
 LEVELS = 5_000
 DEEP = "[" * LEVELS + "]" * LEVELS
-CDS_URL = "/cds-services/medcare-patient-view"
 
 
 def _deep_condition_line() -> str:
@@ -127,17 +123,8 @@ def test_a_deep_resource_from_a_server_is_unreadable_not_a_crash() -> None:
 
 @pytest.fixture
 def api(tmp_path: Path) -> Any:
-    with jwks_server() as ehr:
-        audience = "https://medcare.example.org" + CDS_URL
-        settings = make_settings(
-            tmp_path, environment="development", cds_issuers=((ehr.issuer, ehr.jwks_url),),
-            cds_audience=audience,
-        )  # fmt: skip
-        runtime = Runtime(settings)
-        try:
-            yield create_app(settings, runtime).test_client(), ehr, audience
-        finally:
-            runtime.close()
+    with cds_app(tmp_path) as app:
+        yield app
 
 
 def _post(client: FlaskClient, url: str, body: str, headers: dict[str, str]) -> Any:

@@ -16,19 +16,16 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from service.api import create_app
 from service.api.views.cds import prefetch_templates
 from service.cli import main
 from service.fhir.client import FhirClient
 from service.fhir.local_source import LocalSource
 from service.fhir.server_source import ServerSource
 from service.mapping import load_mappings
-from service.runtime import Runtime
 from service.screening.engine import Screener
 from service.screening.result import ScreenResult, Status
-from tests.api.conftest import make_settings
+from tests.api.conftest import CDS_URL, cds_app
 from tests.conftest import FIXTURES
-from tests.integration.jwks import jwks_server
 from tests.reliability import harness
 from tests.reliability.conftest import Medplum
 from tests.reliability.faultproxy import Fault, FaultProxy, Request
@@ -37,7 +34,6 @@ AS_OF = date(2026, 11, 26)
 CANDIDATE = "fx-base"
 OTHER = "fx-other-malignancy-active-lung-cancer"
 FOREIGN_ID = f"{OTHER}-lung-cancer"
-CDS_URL = "/cds-services/medcare-patient-view"
 
 
 def _foreign_condition() -> dict[str, Any]:
@@ -146,34 +142,24 @@ def _prefetch(patient: str, extra_condition: dict[str, Any] | None) -> dict[str,
 def test_a_cds_prefetch_with_another_patients_condition_keeps_the_candidate(
     tmp_path: Path,
 ) -> None:
-    with jwks_server() as ehr:
-        audience = "https://medcare.example.org" + CDS_URL
-        settings = make_settings(
-            tmp_path, environment="development", cds_issuers=((ehr.issuer, ehr.jwks_url),),
-            cds_audience=audience,
-        )  # fmt: skip
-        runtime = Runtime(settings)
-        try:
-            client = create_app(settings, runtime).test_client()
-            with client.application.app_context():
-                assert set(prefetch_templates()) == {
-                    "patient", "observations", "condition", "medicationStatement",
-                    "medicationRequest", "medicationAdministration", "procedure",
-                }  # fmt: skip
-            cards = {}
-            for name, extra in (("clean", None), ("foreign", _foreign_condition())):
-                call = {
-                    "hook": "patient-view", "hookInstance": f"h-{name}",
-                    "context": {"patientId": CANDIDATE, "userId": "Practitioner/1"},
-                    "prefetch": _prefetch(CANDIDATE, extra),
-                }  # fmt: skip
-                response = client.post(
-                    CDS_URL, json=call, headers={"Authorization": f"Bearer {ehr.token(audience)}"}
-                )
-                assert response.status_code == 200, response.get_json()
-                cards[name] = response.get_json()["cards"][0]
-        finally:
-            runtime.close()
+    with cds_app(tmp_path) as (client, ehr, audience):
+        with client.application.app_context():
+            assert set(prefetch_templates()) == {
+                "patient", "observations", "condition", "medicationStatement",
+                "medicationRequest", "medicationAdministration", "procedure",
+            }  # fmt: skip
+        cards = {}
+        for name, extra in (("clean", None), ("foreign", _foreign_condition())):
+            call = {
+                "hook": "patient-view", "hookInstance": f"h-{name}",
+                "context": {"patientId": CANDIDATE, "userId": "Practitioner/1"},
+                "prefetch": _prefetch(CANDIDATE, extra),
+            }  # fmt: skip
+            response = client.post(
+                CDS_URL, json=call, headers={"Authorization": f"Bearer {ehr.token(audience)}"}
+            )
+            assert response.status_code == 200, response.get_json()
+            cards[name] = response.get_json()["cards"][0]
     clean, foreign = cards["clean"], cards["foreign"]
     assert clean["summary"] == foreign["summary"]
     assert foreign["summary"].startswith("MEDCARE trial: candidate")
