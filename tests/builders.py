@@ -104,6 +104,19 @@ def procedure(
     }
 
 
+def searchset(*resources: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
+    """A searchset Bundle of `resources` (all matches), with a next link when `next_url` is given:
+    one page of a search as a FHIR server answers it."""
+    bundle: dict[str, Any] = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
+    }
+    if next_url:
+        bundle["link"] = [{"relation": "next", "url": next_url}]
+    return bundle
+
+
 def record(*resources: dict[str, Any], with_patient: bool = True) -> PatientRecord:
     result = PatientRecord(PATIENT_ID)
     if with_patient:

@@ -32,6 +32,7 @@ from service.fhir.errors import (
     FhirTooSlow,
 )
 from service.runtime import Runtime
+from tests import builders
 from tests.reliability.faultproxy import (
     GZIP,
     Fault,
@@ -45,14 +46,8 @@ PATIENT = {"resourceType": "Patient", "id": "p1"}
 
 
 def searchset(*resources: dict[str, Any], next_url: str | None = None) -> bytes:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
-    }
-    if next_url:
-        bundle["link"] = [{"relation": "next", "url": next_url}]
-    return json.dumps(bundle).encode()
+    """A searchset page as the bytes a server sends."""
+    return json.dumps(builders.searchset(*resources, next_url=next_url)).encode()
 
 
 def batch_response(*resources: dict[str, Any]) -> bytes:

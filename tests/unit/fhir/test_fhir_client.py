@@ -45,23 +45,13 @@ from service.fhir.limits import (
 )
 from service.fhir.origin import UnsafeUrl, connect_origin
 from service.fhir.redact import Secrets
+from tests.builders import searchset
 
 BASE = "https://fhir.example.org/fhir"
 NOW = 1_800_000_000.0  # the conftest clock
 Wire = Callable[[str], dict[str, Any]]
 ClientFactory = Callable[..., FhirClient]
 PATIENT = {"resourceType": "Patient", "id": "p1"}
-
-
-def searchset(*resources: dict[str, Any], next_url: str | None = None) -> dict[str, Any]:
-    bundle: dict[str, Any] = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "entry": [{"resource": r, "search": {"mode": "match"}} for r in resources],
-    }
-    if next_url:
-        bundle["link"] = [{"relation": "next", "url": next_url}]
-    return bundle
 
 
 def patients(n: int, start: int = 0) -> list[dict[str, Any]]:
