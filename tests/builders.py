@@ -90,6 +90,21 @@ def medication_statement(
     }
 
 
+def medication_administration(
+    resource_id: str, code: dict[str, Any], day: str, status: str = "completed"
+) -> dict[str, Any]:
+    """A MedicationAdministration of `code` on `day`. The id is the caller's: tests that check
+    an order among same-day evidence choose theirs (the engine breaks ties by reference)."""
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": resource_id,
+        "status": status,
+        "medicationCodeableConcept": code,
+        "subject": _subject(),
+        "effectiveDateTime": day,
+    }
+
+
 def procedure(
     code: dict[str, Any], day: str, status: str = "completed", **fields: Any
 ) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from tests.builders import (
     SCT,
     concept,
     condition,
+    medication_administration,
     medication_statement,
     observation,
     patient,
@@ -276,11 +277,7 @@ def test_primary_treated_medcare_2(
 
 
 def administration(code: dict[str, Any], day: str, status: str = "completed") -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationAdministration", "id": f"ma-{day}-{status}", "status": status,
-        "medicationCodeableConcept": code, "subject": {"reference": "Patient/t1"},
-        "effectiveDateTime": day,
-    }  # fmt: skip
+    return medication_administration(f"ma-{day}-{status}", code, day, status)
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from tests.builders import (
     SCT,
     concept,
     condition,
+    medication_administration,
     medication_statement,
     observation,
     record,
@@ -38,11 +39,7 @@ def request(
 
 
 def administration(code: dict[str, Any], day: str, status: str = "completed") -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationAdministration", "id": f"ma-{next(_ids)}", "status": status,
-        "medicationCodeableConcept": code, "subject": {"reference": "Patient/t1"},
-        "effectiveDateTime": day,
-    }  # fmt: skip
+    return medication_administration(f"ma-{next(_ids)}", code, day, status)
 
 
 def lesion_count(n: int, day: str = "2026-11-10") -> dict[str, Any]:
