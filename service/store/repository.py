@@ -288,6 +288,11 @@ class Recorded(NamedTuple):
     current: bool = True
 
 
+# What a patient row holds once no worker has it (released, requeued or settled): one spelling,
+# so every way out of `claimed` clears the same columns.
+_NO_CLAIM: Mapping[str, None] = {"claimed_at": None, "claimed_by": None, "lease_expires_at": None}
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -692,7 +697,6 @@ class Store:
             RunPatient.state == PatientState.CLAIMED.value,
             or_(*gone),
         )
-        released = {"claimed_at": None, "claimed_by": None, "lease_expires_at": None}
         with self._write() as session:
             if max_attempts is not None:
                 session.execute(
@@ -702,14 +706,14 @@ class Store:
                         state=PatientState.FAILED.value,
                         error=f"screening was interrupted {max_attempts} times; given up",
                         updated_at=now,
-                        **released,
+                        **_NO_CLAIM,
                     )
                     .execution_options(synchronize_session=False)
                 )
             requeued = session.execute(
                 update(RunPatient)
                 .where(claimed)
-                .values(state=PatientState.PENDING.value, updated_at=now, **released)
+                .values(state=PatientState.PENDING.value, updated_at=now, **_NO_CLAIM)
                 .returning(RunPatient.run_id)
                 .execution_options(synchronize_session=False)
             ).all()
@@ -768,13 +772,7 @@ class Store:
                     RunPatient.state == PatientState.CLAIMED.value,
                     RunPatient.claimed_by == self.owner,
                 )
-                .values(
-                    state=PatientState.PENDING.value,
-                    claimed_at=None,
-                    claimed_by=None,
-                    lease_expires_at=None,
-                    updated_at=self._now(),
-                )
+                .values(state=PatientState.PENDING.value, updated_at=self._now(), **_NO_CLAIM)
                 .returning(RunPatient.patient_id)
                 .execution_options(synchronize_session=False)
             ).all()
@@ -950,13 +948,7 @@ class Store:
         marked = session.execute(
             update(RunPatient)
             .where(RunPatient.run_id == run_id, RunPatient.patient_id == patient_id, mine)
-            .values(
-                claimed_at=None,
-                claimed_by=None,
-                lease_expires_at=None,
-                updated_at=self._now(),
-                **values,
-            )
+            .values(updated_at=self._now(), **_NO_CLAIM, **values)
             .returning(RunPatient.patient_id)
             .execution_options(synchronize_session=False)
         ).first()
