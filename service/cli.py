@@ -301,10 +301,12 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     screened_count = len(report.rows)
     if store is not None:
         where = store.engine.url.render_as_string(hide_password=True)
-        print(
-            f"medcare-screen: stored {screened_count} results in {where} ({changed} changed)",
-            file=err,
+        changes = (
+            f"a look back as of {as_of.isoformat()}: not current results, not in the changes feed"
+            if as_of < store.today()
+            else f"{changed} changed"
         )
+        print(f"medcare-screen: stored {screened_count} results in {where} ({changes})", file=err)
         store.close()
     if not screened_count and not failures:
         print("medcare-screen: warning: no patients found in the source", file=err)

@@ -199,3 +199,16 @@ def test_workers_need_an_ndjson_source(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit) as exit_info:
         main(["screen", "--workers", "0"])
     assert exit_info.value.code == 2 and "at least 1" in capsys.readouterr().err
+
+
+def test_a_look_back_screen_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's quick start screens as of 2026-11-26; on a later day that is a look back,
+    whose results are stored but never current: the line says so instead of '0 changed'."""
+    monkeypatch.setenv("MEDCARE_TODAY", "2026-12-02")
+    url = f"sqlite:///{tmp_path / 'store.sqlite3'}"
+    args = ["screen", "--patient", "fx-base", "--as-of", "2026-11-26", "--database", url]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "a look back as of 2026-11-26" in err and "changed)" not in err
