@@ -14,10 +14,9 @@ same body may see different values; where asked (API bodies) they are refused, n
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from service.fhir.limits import MAX_JSON_DEPTH, depth_exceeds
+from service.fhir.limits import MAX_JSON_DEPTH, TooDeep, parse_json
 
 MAX_DEPTH = MAX_JSON_DEPTH
 KEY_SHOWN = 64  # characters of a duplicate key quoted in the message
@@ -39,19 +38,9 @@ def loads(data: str | bytes, *, unique_keys: bool = False) -> Any:
     """`json.loads`, raising NestedTooDeeply beyond MAX_DEPTH and, with `unique_keys`,
     DuplicateKey; JSONDecodeError and UnicodeDecodeError pass through as from json.loads."""
     try:
-        value = json.loads(data, object_pairs_hook=_unique_object if unique_keys else None)
-    except RecursionError:
+        return parse_json(data, MAX_DEPTH, _unique_object if unique_keys else None)
+    except TooDeep:
         raise NestedTooDeeply() from None
-    if _brackets(data) > MAX_DEPTH and depth_exceeds(value, MAX_DEPTH):
-        raise NestedTooDeeply()
-    return value
-
-
-def _brackets(data: str | bytes) -> int:
-    """An upper bound of the nesting depth, counted in C: most lines need no walk at all."""
-    if isinstance(data, bytes):
-        return data.count(b"{") + data.count(b"[")
-    return data.count("{") + data.count("[")
 
 
 def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -90,16 +90,29 @@ def read_body(
     return bytes(body)
 
 
-def parse_json(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+def parse_json(
+    body: str | bytes,
+    max_depth: int = MAX_JSON_DEPTH,
+    object_pairs_hook: Callable[[list[tuple[str, Any]]], Any] | None = None,
+) -> Any:
     """json.loads, refusing nesting deeper than `max_depth` (TooDeep, a ValueError) whether the
-    parser itself gives up (RecursionError) or code walking the result would."""
+    parser itself gives up (RecursionError) or code walking the result would. The one JSON
+    decoder for everything from outside: server answers here, files, lines and request bodies
+    through service.fhir.json_input."""
     try:
-        value = json.loads(body)
+        value = json.loads(body, object_pairs_hook=object_pairs_hook)
     except RecursionError as exc:
         raise TooDeep(f"the JSON is nested deeper than {max_depth} levels") from exc
-    if depth_exceeds(value, max_depth):
+    if _brackets(body) > max_depth and depth_exceeds(value, max_depth):
         raise TooDeep(f"the JSON is nested deeper than {max_depth} levels")
     return value
+
+
+def _brackets(data: str | bytes) -> int:
+    """An upper bound of the nesting depth, counted in C: most documents need no walk at all."""
+    if isinstance(data, bytes):
+        return data.count(b"{") + data.count(b"[")
+    return data.count("{") + data.count("[")
 
 
 def depth_exceeds(value: Any, limit: int) -> bool:
