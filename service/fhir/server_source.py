@@ -254,12 +254,8 @@ class ServerSource:
                 referrer = f"{resource_type}/{printable(str(resource.get('id')))}"
                 if tail is None or not tail.startswith("Medication/"):
                     record.problems.append(f"{referrer}: medication reference is not a Medication")
-                elif "://" in reference and origin_of(reference) != self.client.origin:
-                    record.problems.append(f"{referrer}: its Medication is on another server")
-                elif tail in self._medications:
-                    record.add_medication(self._medications[tail])
                 else:
-                    wanted.setdefault(tail, referrer)
+                    self._want(record, wanted, reference, tail, referrer, "Medication")
         self._add_fetched(record, wanted)
 
     def _resolve_ingredients(self, record: PatientRecord) -> None:
@@ -280,13 +276,26 @@ class ServerSource:
                 if tail is None or tail.partition("/")[0] not in SHARED_TYPES:
                     continue
                 referrer = f"Medication/{printable(str(medication.get('id')))}"
-                if "://" in reference and origin_of(reference) != self.client.origin:
-                    record.problems.append(f"{referrer}: its ingredient is on another server")
-                elif tail in self._medications:
-                    record.add_medication(self._medications[tail])
-                else:
-                    wanted.setdefault(tail, referrer)
+                self._want(record, wanted, reference, tail, referrer, "ingredient")
         self._add_fetched(record, wanted)
+
+    def _want(
+        self,
+        record: PatientRecord,
+        wanted: dict[str, str],
+        reference: str,
+        tail: str,
+        referrer: str,
+        what: str,
+    ) -> None:
+        """Queue 'Type/id' for fetching: unless it is on another server (never asked: our
+        credentials stay with the configured one) or this source fetched it already."""
+        if "://" in reference and origin_of(reference) != self.client.origin:
+            record.problems.append(f"{referrer}: its {what} is on another server")
+        elif tail in self._medications:
+            record.add_medication(self._medications[tail])
+        else:
+            wanted.setdefault(tail, referrer)
 
     def _add_fetched(self, record: PatientRecord, wanted: dict[str, str]) -> None:
         """Fetch 'Type/id' paths (each with the resource that references it) into the record's
