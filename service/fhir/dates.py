@@ -12,7 +12,9 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
+
+from dateutil.relativedelta import relativedelta
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
 
@@ -56,13 +58,8 @@ def parse_fhir_day(value: object) -> FhirDay | None:
 
 
 def add_months(day: date, months: int) -> date:
-    """The same day-of-month `months` later, clamped to the month's end (depot durations)."""
-    month_index = day.month - 1 + months
-    year = day.year + month_index // 12
-    month = month_index % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
-def window_start(as_of: date, days: int) -> date:
-    """First day of an inclusive window of `days` days counting back from `as_of`."""
-    return as_of - timedelta(days=days)
+    """The same day-of-month `months` later (or earlier), clamped to the month's end
+    (31 August + 3 months is 30 November): how depot durations and "N calendar months before"
+    windows count (criteria.md §3)."""
+    result: date = day + relativedelta(months=months)
+    return result
