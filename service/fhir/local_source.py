@@ -8,10 +8,11 @@ bad line of an NDJSON file is reported and skipped, so one bad resource never fa
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from service.fhir import json_input
 from service.fhir.record import (
@@ -25,18 +26,19 @@ from service.fhir.record import (
     printable,
     subject_reference,
 )
+from service.fhir.source import SourceError as SourceError
+from service.fhir.source import file_population, not_in_source
 
 KEPT_TYPES = frozenset({"Patient", *SHARED_TYPES, *CLINICAL_TYPES})
-
-
-class SourceError(Exception):
-    """A local source that cannot be read; the message names the file and the problem."""
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class LocalSource:
-    """Reads every resource under `path`, then hands out one PatientRecord per Patient."""
+    """Reads every resource under `path`, then hands out one PatientRecord per Patient
+    (a service.fhir.source.PatientSource)."""
 
+    is_server: ClassVar[bool] = False
     path: Path
     problems: list[str] = field(default_factory=list)
     _loaded: dict[str, PatientRecord] | None = field(default=None, init=False, repr=False)
@@ -61,17 +63,23 @@ class LocalSource:
             if patient_id in patients:
                 yield patients[patient_id]
             else:
-                self.problems.append(f"{self.path}: no Patient with id {printable(patient_id)!r}")
+                self.problems.append(str(not_in_source(self.path, patient_id)))
 
     def record(self, patient_id: str) -> PatientRecord:
-        """One patient's record; SourceError when the source has no such Patient."""
+        """One patient's record; PatientNotInSource (a SourceError) when it has no such Patient."""
         patients = self._patients()
         if patient_id not in patients:
-            raise SourceError(f"{self.path}: no Patient with id {printable(patient_id)!r}")
+            raise not_in_source(self.path, patient_id)
         return patients[patient_id]
 
-    def patient_ids(self) -> list[str]:
-        return list(self._patients())
+    def patient_ids(
+        self,
+        search: str | None = None,
+        group: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Every patient's id (or the FHIR ids of `ids`); see PatientSource.patient_ids."""
+        return file_population(search, group, ids, lambda: list(self._patients()), log)
 
     def _patients(self) -> dict[str, PatientRecord]:
         """Read the whole source once; later calls reuse it (a service screens it many times)."""

@@ -27,13 +27,14 @@ that fits in one bucket keeps the Patient file's order.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, ClassVar
 
 from service.fhir import json_input
 from service.fhir.local_source import KEPT_TYPES, SourceError, source_files
@@ -48,8 +49,10 @@ from service.fhir.record import (
     subject_patient_id,
 )
 from service.fhir.scratch import scratch_folder
+from service.fhir.source import file_population, not_in_source
 from service.parallel import ordered_map
 
+log = logging.getLogger(__name__)
 DEFAULT_BUCKET_BYTES = 16_000_000
 MAX_BUCKETS = 512  # open scratch files at once; far below the usual 1,024+ descriptor limit
 # Share of an export the partition usually keeps (bench/README.md: 14%); only sizes the buckets.
@@ -124,8 +127,11 @@ class Partition:
 
 @dataclass
 class NdjsonStream:
-    """One or more `.ndjson` files (a file, or a folder of them) read as PatientRecords."""
+    """One or more `.ndjson` files (a file, or a folder of them) read as PatientRecords (a
+    service.fhir.source.PatientSource). It is made for `records()` of a whole population:
+    `record()` and `patient_ids()` each take a pass over the files."""
 
+    is_server: ClassVar[bool] = False
     path: Path
     line_filter: LineFilter = field(default_factory=LineFilter)
     bucket_bytes: int = DEFAULT_BUCKET_BYTES
@@ -161,6 +167,30 @@ class NdjsonStream:
                     yield record
                 partition.remove(bucket)
         self.report_missing(partition, seen)
+
+    def record(self, patient_id: str) -> PatientRecord:
+        """One patient's record (a pass over the files); PatientNotInSource when it is not there."""
+        with self.partitioned([patient_id]) as partition:
+            for bucket in partition.buckets:
+                for record in self.read_bucket(partition, bucket):
+                    return record
+        raise not_in_source(self.path, patient_id)
+
+    def patient_ids(
+        self,
+        search: str | None = None,
+        group: str | None = None,
+        ids: Iterable[str] | None = None,
+    ) -> list[str]:
+        """Every patient's id (or the FHIR ids of `ids`); see PatientSource.patient_ids. Every
+        patient's id is a pass that decodes only Patient lines; what it finds wrong is not
+        added to `problems` (the pass that reads the records says it)."""
+        return file_population(search, group, ids, self._every_patient_id, log)
+
+    def _every_patient_id(self) -> list[str]:
+        patients_only = LineFilter(kept_types=frozenset({"Patient"}))
+        stream = NdjsonStream(self.path, patients_only, self.bucket_bytes, self.scratch_dir)
+        return [record.patient_id for record in stream.records()]
 
     @contextmanager
     def partitioned(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Final
+from typing import ClassVar, Final
 from urllib.parse import parse_qsl, quote
 
 from service.fhir.client import FhirClient, origin_of, search_path
@@ -28,11 +28,12 @@ from service.fhir.record import (
     SHARED_TYPES,
     PatientRecord,
     Resource,
-    is_fhir_id,
     printable,
     short_reference,
     type_and_id,
 )
+from service.fhir.source import PopulationError as PopulationError
+from service.fhir.source import fhir_ids
 from service.mapping import Mappings
 from service.mapping.model import ValueSet
 
@@ -62,12 +63,11 @@ DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_WORKERS: Final = 6  # one per search of a record
 
 
-class PopulationError(ValueError):
-    """A population that cannot be selected as asked (a search of another resource type)."""
-
-
 class ServerSource:
-    """Reads PatientRecords from a FHIR server through a FhirClient."""
+    """Reads PatientRecords from a FHIR server through a FhirClient (a
+    service.fhir.source.PatientSource)."""
+
+    is_server: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -80,6 +80,7 @@ class ServerSource:
         self.client = client
         self.page_size = page_size
         self.max_workers = max_workers
+        self.problems: list[str] = []  # a server's gaps go into each record's own problems
         self.observation_codes = observation_codes(mappings)
         # Medications fetched by id are shared by many patients: fetch each once per source.
         self._medications: dict[str, Resource] = {}
@@ -137,9 +138,12 @@ class ServerSource:
         )
         return record
 
-    def records(self, patient_ids: Iterable[str]) -> Iterator[PatientRecord]:
+    def records(self, patient_ids: Iterable[str] | None = None) -> Iterator[PatientRecord]:
         """One record per id, in order; stops with the FhirError of the first patient that fails
-        (see the module docstring for carrying on past failures)."""
+        (see the module docstring for carrying on past failures). A server's population is
+        chosen by `patient_ids()`: without ids this is a ValueError, not a read of everyone."""
+        if patient_ids is None:
+            raise ValueError("a FHIR server source needs the patient ids to read")
         for patient_id in patient_ids:
             yield self.record(patient_id)
 
@@ -163,13 +167,7 @@ class ServerSource:
             found = self._ids_from_group(group)
         else:
             found = iter(ids or ())
-        seen: set[str] = set()
-        for patient_id in found:
-            if not is_fhir_id(patient_id):
-                log.warning("Patient/%s: not a FHIR id, skipped", printable(patient_id))
-            elif patient_id not in seen:
-                seen.add(patient_id)
-                yield patient_id
+        yield from fhir_ids(found, log)
 
     def _ids_from_search(self, search: str) -> Iterator[str]:
         resource_type, _, query = search.strip().rpartition("?")
