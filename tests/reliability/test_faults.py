@@ -74,7 +74,7 @@ def test_fhir_server_stopped_for_good_fails_patients_with_reason(
     runtime: Runtime, proxy: FaultProxy, medplum: Medplum, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The server never comes back: the run still ends, each patient failed with the reason."""
-    monkeypatch.setattr("service.runtime.RUN_RETRY_DELAYS_S", (0.2, 0.2))
+    monkeypatch.setattr("service.work.runs.RUN_RETRY_DELAYS_S", (0.2, 0.2))
     runtime.client.policy = RetryPolicy(retries=1, backoff_factor=0.1)  # type: ignore[union-attr]
     patients = medplum.patients[:6]
     proxy.down()
@@ -117,7 +117,7 @@ def test_responses_slower_than_the_timeout(
 def test_one_patient_always_too_slow_fails_with_reason(
     runtime: Runtime, proxy: FaultProxy, medplum: Medplum, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.runtime.RUN_RETRY_DELAYS_S", (0.1,))
+    monkeypatch.setattr("service.work.runs.RUN_RETRY_DELAYS_S", (0.1,))
     runtime.client.timeout = (2.0, 0.5)  # type: ignore[union-attr]
     runtime.client.policy = RetryPolicy(retries=1, backoff_factor=0.1)  # type: ignore[union-attr]
     patients = medplum.patients[:8]

@@ -139,7 +139,7 @@ def test_a_look_back_run_keeps_its_results_and_leaves_the_present_alone(
                           headers=harness.AUTH)  # fmt: skip
     assert started.status_code == 202, started.text
     run_id = started.get_json()["id"]
-    runtime._runs.submit(runtime._execute_run, run_id)
+    runtime.runs.submit(run_id)
     run = harness.wait_run(runtime, run_id, 60)
     assert run["status"] == "done" and run["look_back"] is True
     items = harness.run_items(runtime.store, run_id)

@@ -147,7 +147,7 @@ def test_patients_claimed_by_a_dead_worker_are_taken_back_after_the_lease(
     """A process dies alone (OOM, a hung host) holding a claim, and nothing restarts it: its
     heartbeat stops, and the process still running the run takes the claim back once the lease
     is over, and the run ends. The live process's own claims are renewed meanwhile."""
-    monkeypatch.setattr("service.runtime.CLAIM_POLL_S", 0.2)
+    monkeypatch.setattr("service.work.runs.CLAIM_POLL_S", 0.2)
     database = f"sqlite:///{tmp_path / 'lease.sqlite3'}"
     settings = harness.settings_for(None, database, today=harness.AS_OF).with_overrides(
         source_path=harness.REPO / "fixtures" / "patients", claim_lease_s=2
@@ -162,7 +162,7 @@ def test_patients_claimed_by_a_dead_worker_are_taken_back_after_the_lease(
         runtime.store.set_run_status(run.id, "running")
         assert dead.claim_pending(run.id, 1) == ["Patient/fx-base"]
         started = time.monotonic()
-        runtime._runs.submit(runtime._execute_run, run.id)
+        runtime.runs.submit(run.id)
         harness.wait_run(runtime, run.id, 30)
         figures = harness.check_run(runtime, run.id, patients)
         assert figures["failed"] == 0
