@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from service.fhir.dates import FhirDay
 from service.mapping.model import Mappings, Parameters
 from service.screening.facts import ClinicalFact, PatientFacts
+
+if TYPE_CHECKING:  # the findings' own modules read the Context: named for the types only
+    from service.screening.criteria.histology import HistologyFinding
+    from service.screening.criteria.testosterone import TestosteroneFinding
+    from service.screening.lesions import Metastases, Progression
 
 
 @dataclass
@@ -16,8 +21,13 @@ class Context:
     facts: PatientFacts
     mappings: Mappings
     as_of: date
-    # computed once and shared by the criteria that need it (lesions, medication timing)
-    cache: dict[str, Any] = field(default_factory=dict)
+    # Findings more than one criterion reads, each worked out once per screen by the function
+    # that owns it (find_histology, find_progression, find_testosterone, find_metastases) and
+    # kept here, typed, so mypy checks what one criterion hands another.
+    histology: HistologyFinding | None = None
+    progression: Progression | None = None
+    testosterone: TestosteroneFinding | None = None
+    metastases: Metastases | None = None
 
     @property
     def params(self) -> Parameters:

@@ -7,107 +7,19 @@ that would rule the patient out while a resource it depends on could not be read
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import date
 
 from service import __version__
 from service.fhir.record import PatientRecord
 from service.mapping.model import Mappings
-from service.screening.concepts import MALIGNANCY_BY_NAME, SITE_CONCEPTS, SKIN_BY_NAME
 from service.screening.context import Context
-from service.screening.criteria import (
-    conditions,
-    demographics,
-    histology,
-    manual,
-    performance,
-    primary,
-    progression,
-    testosterone,
-    therapy,
-)
 from service.screening.criteria.histology import find_histology
-from service.screening.extract import MEDICATION_CONCEPT, FactExtractor
+from service.screening.criterion import Criterion
+from service.screening.extract import FactExtractor
 from service.screening.lesions import localization as lesion_localization
 from service.screening.lesions import metastases_stratum
-from service.screening.result import (
-    CRITERIA,
-    CriterionResult,
-    Decision,
-    Kind,
-    Result,
-    ScreenResult,
-    Status,
-)
-
-CriterionFunction = Callable[[Context], Decision]
-
-DECIDERS: dict[str, CriterionFunction] = {
-    "consent": manual.manual("consent"),
-    "histology": histology.histology,
-    "oligoprogression": progression.oligoprogression,
-    "systemic-therapy": therapy.systemic_therapy,
-    "castrate-testosterone": testosterone.castrate_testosterone,
-    "primary-treated": primary.primary_treated,
-    "performance-status": performance.performance_status,
-    "age": demographics.age,
-    "sex": demographics.sex,
-    "compliance": manual.manual("compliance"),
-    "tumour-board": manual.manual("tumour-board"),
-    "excluded-histology": histology.excluded_histology,
-    "testosterone-above-castrate": testosterone.testosterone_above_castrate,
-    "polyprogression": progression.polyprogression,
-    "other-malignancy": conditions.other_malignancy,
-    "sbrt-contraindicated": manual.manual("sbrt-contraindicated"),
-    "spinal-lesion": conditions.spinal_lesion,
-    "prior-excluded-therapy": therapy.prior_excluded_therapy,
-    "progression-on-docetaxel": progression.progression_on_docetaxel,
-    "unable-to-consent": manual.manual("unable-to-consent"),
-    "deceased": demographics.deceased,
-}
-
-_LESIONS = frozenset({"lesion-count", "imaging-lesion", "disease-status", *SITE_CONCEPTS})
-_HISTOLOGY = frozenset({
-    "prostate-cancer", "prostate-other-histology", "histology-adenocarcinoma",
-    "histology-excluded", "histology-observation",
-})  # fmt: skip
-# The concepts (value sets, drug classes) each criterion reads: an unreadable or ignored resource
-# of one of these is reported in that criterion's reason.
-DEPENDS_ON: dict[str, frozenset[str]] = {
-    "histology": _HISTOLOGY,
-    "excluded-histology": _HISTOLOGY,
-    "oligoprogression": _LESIONS,
-    "polyprogression": _LESIONS,
-    "progression-on-docetaxel": _LESIONS | {"docetaxel", MEDICATION_CONCEPT},
-    "systemic-therapy": frozenset(
-        {
-            "gnrh",
-            "arta",
-            "docetaxel",
-            "first-gen-antiandrogen",
-            "orchiectomy-bilateral",
-            MEDICATION_CONCEPT,
-        }
-    ),
-    "castrate-testosterone": frozenset({"testosterone-total"}),
-    "testosterone-above-castrate": frozenset({"testosterone-total"}),
-    "performance-status": frozenset({"ecog", "karnofsky"}),
-    "primary-treated": frozenset(
-        {"radical-prostatectomy", "brachytherapy", "external-beam-rt", "prostatectomy-generic"}
-    ),
-    "other-malignancy": frozenset(
-        {"malignancy-primary", "skin-keratinocyte-carcinoma", MALIGNANCY_BY_NAME, SKIN_BY_NAME}
-    ),
-    "spinal-lesion": frozenset({"spinal-complication", "spinal-metastasis"}),
-    "prior-excluded-therapy": frozenset(
-        {
-            "excluded-therapy",
-            "radionuclide-therapy-specific",
-            "radionuclide-therapy-generic",
-            MEDICATION_CONCEPT,
-        }
-    ),
-}
+from service.screening.registry import REGISTRY
+from service.screening.result import CriterionResult, Kind, Result, ScreenResult, Status
 
 
 class Screener:
@@ -120,7 +32,7 @@ class Screener:
     def screen(self, record: PatientRecord, as_of: date) -> ScreenResult:
         facts = self.extractor.extract(record, as_of)
         ctx = Context(facts=facts, mappings=self.mappings, as_of=as_of)
-        decided = [self._decide(ctx, criterion_id, kind) for criterion_id, kind in CRITERIA]
+        decided = [self._decide(ctx, criterion) for criterion in REGISTRY]
         results = tuple(result for result, _ in decided)
         status = Status.INELIGIBLE if any(r.rules_out() for r in results) else Status.CANDIDATE
         patient_type = next(
@@ -145,12 +57,10 @@ class Screener:
             notes=tuple(record.problems),
         )
 
-    def _decide(
-        self, ctx: Context, criterion_id: str, kind: Kind
-    ) -> tuple[CriterionResult, int | None]:
-        decision = DECIDERS[criterion_id](ctx)
+    def _decide(self, ctx: Context, criterion: Criterion) -> tuple[CriterionResult, int | None]:
+        decision = criterion.decide(ctx)
         result, reason = decision.result, decision.reason
-        concepts = DEPENDS_ON.get(criterion_id, frozenset())
+        kind, concepts = criterion.kind, criterion.reads
         unreadable = [u for u in ctx.facts.unreadable if u.concepts & concepts]
         if unreadable:
             listed = "; ".join(f"{u.reference} ({u.problem})" for u in unreadable)
@@ -169,7 +79,7 @@ class Screener:
         if ignored:
             reason += " Not used: " + "; ".join(f"{ref} ({why})" for ref, why in ignored) + "."
         patient_type = decision.patient_type if result is Result.MET else None
-        return CriterionResult(criterion_id, kind, result, reason, decision.evidence), patient_type
+        return CriterionResult(criterion.id, kind, result, reason, decision.evidence), patient_type
 
 
 def _missing_data(ctx: Context, results: tuple[CriterionResult, ...]) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ from service.screening.concepts import (
     ConceptIndex,
     malignancy_by_name,
 )
+from service.screening.decision import Evidence
 from service.screening.facts import (
     ClinicalFact,
     Demographics,
@@ -35,7 +36,6 @@ from service.screening.facts import (
 )
 from service.screening.ingredients import ingredient_concepts
 from service.screening.nearmiss import near_misses_of
-from service.screening.result import Evidence
 
 MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 MEDICATION_CONCEPT = "medication"

@@ -12,7 +12,7 @@ from typing import Any
 
 from service.fhir.dates import FhirDay
 from service.mapping.model import DrugEntry
-from service.screening.result import Evidence
+from service.screening.decision import Evidence
 
 Resource = dict[str, Any]
 

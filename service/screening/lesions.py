@@ -39,6 +39,7 @@ from service.screening.bodysites import (
     verification,
 )
 from service.screening.context import Context, join_names, most_recent_first
+from service.screening.decision import Evidence
 from service.screening.facts import ClinicalFact
 from service.screening.imaging import (
     Castration,
@@ -48,7 +49,6 @@ from service.screening.imaging import (
     lab_only_status,
     modality_of,
 )
-from service.screening.result import Evidence
 from service.screening.sizes import POSSIBLE, SET_ASIDE, judge, read_size
 
 __all__ = [
@@ -146,9 +146,14 @@ class Progression:
 
 
 def find_progression(ctx: Context) -> Progression:
-    if "progression" in ctx.cache:
-        cached: Progression = ctx.cache["progression"]
-        return cached
+    """The count range in the window, worked out once per screen (three criteria and the
+    strata read it)."""
+    if ctx.progression is None:
+        ctx.progression = _progression_of(ctx)
+    return ctx.progression
+
+
+def _progression_of(ctx: Context) -> Progression:
     days = ctx.params.imaging_window_days
     facts = ctx.facts
     candidates = (
@@ -170,7 +175,6 @@ def find_progression(ctx: Context) -> Progression:
     _weigh(ctx, progression)
     if not progression.sources:
         _outside_window(ctx, progression, usable, days)
-    ctx.cache["progression"] = progression
     return progression
 
 
@@ -528,7 +532,9 @@ def _from_conditions(ctx: Context, progression: Progression, days: int) -> Sourc
     unconfirmed_regions: dict[str, str] = {}
     onsets: list[date] = []
     evidence: list[Evidence] = []
-    for fact, site in prostate_metastases(ctx, progression):
+    metastases = find_metastases(ctx)
+    progression.other_primary.extend(metastases.other_primary)
+    for fact, site in metastases.sites:
         onset = _onset(fact)
         recorded = parse_fhir_day(fact.resource.get("recordedDate"))
         onset_in = onset is not None and ctx.in_window(onset, days)
@@ -604,17 +610,30 @@ def _onset(fact: ClinicalFact) -> FhirDay | None:
 # -- metastases for every criterion that reads them ----------------------------------------------
 
 
-def prostate_metastases(
-    ctx: Context, progression: Progression | None = None
-) -> list[tuple[ClinicalFact, Site]]:
-    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site.
+@dataclass(frozen=True)
+class Metastases:
+    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site, and
+    the ones the mCODE related-primary link gives to another cancer (criteria.md §3)."""
 
-    Other primaries' metastases (mCODE related-primary link) are left out, and named in
-    `progression.other_primary` when given (criteria.md §3)."""
-    cached: list[tuple[ClinicalFact, Site]] | None = ctx.cache.get("prostate-metastases")
-    if cached is not None and progression is None:
-        return cached
-    found = []
+    sites: list[tuple[ClinicalFact, Site]]
+    other_primary: list[str]  # 'X is a metastasis of Y, not of the prostate cancer'
+
+
+def find_metastases(ctx: Context) -> Metastases:
+    """The prostate metastases, worked out once per screen (progression, spinal-lesion and the
+    strata read them)."""
+    if ctx.metastases is None:
+        ctx.metastases = _metastases_of(ctx)
+    return ctx.metastases
+
+
+def prostate_metastases(ctx: Context) -> list[tuple[ClinicalFact, Site]]:
+    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site."""
+    return find_metastases(ctx).sites
+
+
+def _metastases_of(ctx: Context) -> Metastases:
+    found = Metastases([], [])
     records = ctx.facts.conditions + [
         f
         for f in ctx.facts.observations_of("distant-metastasis-site")
@@ -627,13 +646,11 @@ def prostate_metastases(
             continue
         other = other_primary(ctx, fact)
         if other is not None:
-            if progression is not None:
-                progression.other_primary.append(
-                    f"{fact.label} is a metastasis of {other.label}, not of the prostate cancer"
-                )
+            found.other_primary.append(
+                f"{fact.label} is a metastasis of {other.label}, not of the prostate cancer"
+            )
             continue
-        found.append((fact, condition_site(ctx, fact)))
-    ctx.cache["prostate-metastases"] = found
+        found.sites.append((fact, condition_site(ctx, fact)))
     return found
 
 

@@ -16,8 +16,8 @@ from service.fhir.dates import FhirDay, parse_fhir_day
 from service.fhir.record import Resource, versioned_reference
 from service.mapping.model import Mappings, NearMisses, codings_of, texts_of
 from service.screening.context import Context, join_names
+from service.screening.decision import Evidence
 from service.screening.facts import NearMiss
-from service.screening.result import Evidence
 
 BLINDED = "blinded-drug"
 MAX_NAMED = 3  # per criterion: the most recent ones

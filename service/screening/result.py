@@ -6,18 +6,20 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from service.screening.decision import Decision, Evidence, Kind, Result
+from service.screening.registry import REGISTRY
 
-class Result(StrEnum):
-    MET = "met"
-    NOT_MET = "not-met"
-    UNKNOWN = "unknown"
-    MANUAL = "manual"
-
-
-class Kind(StrEnum):
-    INCLUSION = "inclusion"
-    EXCLUSION = "exclusion"
-    INFORMATIONAL = "informational"
+__all__ = [
+    "CRITERIA",
+    "CRITERION_KINDS",
+    "CriterionResult",
+    "Decision",
+    "Evidence",
+    "Kind",
+    "Result",
+    "ScreenResult",
+    "Status",
+]
 
 
 class Status(StrEnum):
@@ -25,59 +27,10 @@ class Status(StrEnum):
     INELIGIBLE = "ineligible"
 
 
-# Every criterion of criteria.md §3, in §3 order. Ids are stable: stored results and the FHIR
-# write-back use them.
-CRITERIA: tuple[tuple[str, Kind], ...] = (
-    ("consent", Kind.INCLUSION),
-    ("histology", Kind.INCLUSION),
-    ("oligoprogression", Kind.INCLUSION),
-    ("systemic-therapy", Kind.INCLUSION),
-    ("castrate-testosterone", Kind.INCLUSION),
-    ("primary-treated", Kind.INFORMATIONAL),
-    ("performance-status", Kind.INCLUSION),
-    ("age", Kind.INCLUSION),
-    ("sex", Kind.INCLUSION),
-    ("compliance", Kind.INCLUSION),
-    ("tumour-board", Kind.INCLUSION),
-    ("excluded-histology", Kind.EXCLUSION),
-    ("testosterone-above-castrate", Kind.EXCLUSION),
-    ("polyprogression", Kind.EXCLUSION),
-    ("other-malignancy", Kind.EXCLUSION),
-    ("sbrt-contraindicated", Kind.EXCLUSION),
-    ("spinal-lesion", Kind.EXCLUSION),
-    ("prior-excluded-therapy", Kind.EXCLUSION),
-    ("progression-on-docetaxel", Kind.EXCLUSION),
-    ("unable-to-consent", Kind.EXCLUSION),
-    ("deceased", Kind.EXCLUSION),
-)
+# Every criterion of criteria.md §3, in §3 order, as declared in the registry. Ids are stable:
+# stored results and the FHIR write-back use them.
+CRITERIA: tuple[tuple[str, Kind], ...] = tuple((c.id, c.kind) for c in REGISTRY)
 CRITERION_KINDS: dict[str, Kind] = dict(CRITERIA)
-
-
-@dataclass(frozen=True)
-class Evidence:
-    """A resource version a decision rests on, with a one-line summary for people."""
-
-    reference: str
-    summary: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"reference": self.reference, "summary": self.summary}
-
-    @property
-    def order_key(self) -> str:
-        """The reference without its version: to order evidence the same whatever the source
-        (a server adds '/_history/N', which would sort 'met-bone-icd' before 'met-bone')."""
-        return self.reference.partition("/_history/")[0]
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What a criterion function returns: the result, the reason and the evidence."""
-
-    result: Result
-    reason: str
-    evidence: tuple[Evidence, ...] = ()
-    patient_type: int | None = None  # only systemic-therapy sets it
 
 
 @dataclass(frozen=True)

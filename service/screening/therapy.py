@@ -19,8 +19,8 @@ from datetime import date, timedelta
 from service.fhir.dates import add_months
 from service.mapping.model import Parameters
 from service.screening.context import Context, join_names
+from service.screening.decision import Evidence
 from service.screening.facts import MedicationFact
-from service.screening.result import Evidence
 
 # Statuses that say the drug was not (or not yet) given (criteria.md §4b "in the past").
 NEVER_GIVEN = {

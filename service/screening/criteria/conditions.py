@@ -5,9 +5,10 @@ from __future__ import annotations
 from service.screening.bodysites import is_unconfirmed, verification
 from service.screening.concepts import MALIGNANCY_BY_NAME, SITE_CONCEPTS, SKIN_BY_NAME
 from service.screening.context import Context, join_names
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
 from service.screening.lesions import bone_metastases_without_site, spinal_metastasis_sites
-from service.screening.result import Decision, Result
 
 ACTIVE_STATUSES = {"active", "recurrence", "relapse"}
 # criteria.md §3 spinal-lesion: a complication with an onset (or recorded date) within 90 days.
@@ -31,6 +32,13 @@ def _named(facts: list[ClinicalFact]) -> str:
     )
 
 
+@criterion(
+    "other-malignancy",
+    Kind.EXCLUSION,
+    reads=frozenset(
+        {"malignancy-primary", "skin-keratinocyte-carcinoma", MALIGNANCY_BY_NAME, SKIN_BY_NAME}
+    ),
+)
 def other_malignancy(ctx: Context) -> Decision:
     active: list[ClinicalFact] = []
     no_status: list[ClinicalFact] = []
@@ -84,6 +92,9 @@ def _onset_text(fact: ClinicalFact) -> str:
     return f"onset {fact.day}" if fact.day else "no date recorded"
 
 
+@criterion(
+    "spinal-lesion", Kind.EXCLUSION, reads=frozenset({"spinal-complication", "spinal-metastasis"})
+)
 def spinal_lesion(ctx: Context) -> Decision:
     """criteria.md §3 spinal-lesion, medcare-2: a complication within 90 days is `met`; older but
     still active, undated, unconfirmed or without a status is `unknown` (with its date); spinal

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import date
 
 from service.screening.context import Context
-from service.screening.result import Decision, Evidence, Result
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Evidence, Kind, Result
 
 ADULT_AGE = 18
 ADMIN = "Chase: the patient's demographic record (patient administration)."
@@ -19,6 +20,7 @@ def _patient_evidence(ctx: Context, summary: str) -> tuple[Evidence, ...]:
     return (Evidence(ctx.facts.patient.reference, summary),)
 
 
+@criterion("age", Kind.INCLUSION)
 def age(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:
@@ -48,6 +50,7 @@ def age(ctx: Context) -> Decision:
     )
 
 
+@criterion("sex", Kind.INCLUSION)
 def sex(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:
@@ -72,6 +75,7 @@ def sex(ctx: Context) -> Decision:
     return Decision(Result.UNKNOWN, reason, evidence)
 
 
+@criterion("deceased", Kind.EXCLUSION)
 def deceased(ctx: Context) -> Decision:
     patient = ctx.facts.patient
     if patient.problem:

@@ -22,8 +22,15 @@ from typing import Any
 from service.fhir.record import type_and_id
 from service.screening.bodysites import is_unconfirmed, verification
 from service.screening.context import Context, join_names
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Evidence, Kind, Result
 from service.screening.facts import ClinicalFact
-from service.screening.result import Decision, Evidence, Result
+
+# what both histology criteria read (an unreadable one keeps them from ruling out)
+HISTOLOGY_CONCEPTS = frozenset({
+    "prostate-cancer", "prostate-other-histology", "histology-adenocarcinoma",
+    "histology-excluded", "histology-observation",
+})  # fmt: skip
 
 MCODE_HISTOLOGY_EXTENSION = (
     "http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-histology-morphology-behavior"
@@ -101,9 +108,13 @@ def _about(obs: ClinicalFact) -> list[str]:
 
 
 def find_histology(ctx: Context) -> HistologyFinding:
-    if "histology" in ctx.cache:
-        cached: HistologyFinding = ctx.cache["histology"]
-        return cached
+    """The prostate cancer diagnoses and their histology, worked out once per screen."""
+    if ctx.histology is None:
+        ctx.histology = _histology_of(ctx)
+    return ctx.histology
+
+
+def _histology_of(ctx: Context) -> HistologyFinding:
     finding = HistologyFinding()
     for fact in ctx.facts.conditions:
         if fact.has("prostate-cancer") or fact.has("prostate-other-histology"):
@@ -153,7 +164,6 @@ def find_histology(ctx: Context) -> HistologyFinding:
                 seen = True
         if seen:
             finding.evidence.append(obs.evidence)
-    ctx.cache["histology"] = finding
     return finding
 
 
@@ -271,6 +281,7 @@ def _decide(
     return Decision(result, text, evidence)
 
 
+@criterion("histology", Kind.INCLUSION, reads=HISTOLOGY_CONCEPTS)
 def histology(ctx: Context) -> Decision:
     finding = find_histology(ctx)
     if not finding.prostate:
@@ -284,6 +295,7 @@ def histology(ctx: Context) -> Decision:
     return _decide(ctx, _histology_from, inclusion=True)
 
 
+@criterion("excluded-histology", Kind.EXCLUSION, reads=HISTOLOGY_CONCEPTS)
 def excluded_histology(ctx: Context) -> Decision:
     finding = find_histology(ctx)
     if not finding.prostate:

@@ -6,9 +6,10 @@ from typing import Any
 
 from service.mapping.model import Mappings
 from service.screening.context import Context, most_recent_first
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
 from service.screening.nearmiss import near_miss_note
-from service.screening.result import Decision, Result
 
 # Karnofsky bands to ECOG (criteria.md §3): 100-90 -> 0, 80-70 -> 1, 60-50 -> 2, 40-30 -> 3,
 # 20-10 -> 4, 0 -> 5. A score between bands (85) may mean either neighbour.
@@ -75,6 +76,7 @@ def read_grades(fact: ClinicalFact, mappings: Mappings) -> tuple[set[int], str] 
     return {score}, f"ECOG {score}"
 
 
+@criterion("performance-status", Kind.INCLUSION, reads=frozenset({"ecog", "karnofsky"}))
 def performance_status(ctx: Context) -> Decision:
     days = ctx.params.performance_window_days
     scores = ctx.facts.observations_of("ecog") + ctx.facts.observations_of("karnofsky")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from service.screening.context import Context, join_names
 from service.screening.criteria.histology import find_histology
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
-from service.screening.result import Decision, Result
 
 DONE_STATUSES = {"completed"}
 _TREATMENTS = (
@@ -31,6 +32,13 @@ def _named(fact: ClinicalFact) -> str:
     return f"{fact.label}{when}"
 
 
+@criterion(
+    "primary-treated",
+    Kind.INFORMATIONAL,
+    reads=frozenset(
+        {"radical-prostatectomy", "brachytherapy", "external-beam-rt", "prostatectomy-generic"}
+    ),
+)
 def primary_treated(ctx: Context) -> Decision:
     treated: list[ClinicalFact] = []
     doubtful: list[tuple[ClinicalFact, str]] = []

@@ -9,10 +9,16 @@ the imaging stays valid, and everything set aside with its value (criteria.md §
 
 from __future__ import annotations
 
+from service.screening.concepts import SITE_CONCEPTS
 from service.screening.context import Context, join_names
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Kind, Result
+from service.screening.extract import MEDICATION_CONCEPT
 from service.screening.lesions import Progression, find_progression, valid_until
-from service.screening.result import Decision, Result
 from service.screening.therapy import docetaxel_against
+
+# what the progression criteria read (an unreadable one keeps them from ruling out)
+LESION_CONCEPTS = frozenset({"lesion-count", "imaging-lesion", "disease-status", *SITE_CONCEPTS})
 
 CHASE_IMAGING = (
     "Chase: conventional imaging (CT, MRI or bone scan) within the last {days} days with the "
@@ -112,6 +118,7 @@ def _conflict(ctx: Context, progression: Progression) -> str:
     )
 
 
+@criterion("oligoprogression", Kind.INCLUSION, reads=LESION_CONCEPTS)
 def oligoprogression(ctx: Context) -> Decision:
     progression = find_progression(ctx)
     limit = ctx.params.max_progressive_lesions
@@ -191,6 +198,7 @@ def oligoprogression(ctx: Context) -> Decision:
     return Decision(Result.UNKNOWN, f"{head}.{details} {action}", evidence)
 
 
+@criterion("polyprogression", Kind.EXCLUSION, reads=LESION_CONCEPTS)
 def polyprogression(ctx: Context) -> Decision:
     progression = find_progression(ctx)
     limit = ctx.params.max_progressive_lesions
@@ -224,6 +232,11 @@ def polyprogression(ctx: Context) -> Decision:
     return Decision(Result.NOT_MET, reason, evidence)
 
 
+@criterion(
+    "progression-on-docetaxel",
+    Kind.EXCLUSION,
+    reads=LESION_CONCEPTS | {"docetaxel", MEDICATION_CONCEPT},
+)
 def progression_on_docetaxel(ctx: Context) -> Decision:
     progression = find_progression(ctx)
     placement = docetaxel_against(ctx, progression.day if progression.documented else None)

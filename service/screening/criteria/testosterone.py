@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from service.screening.context import Context, join_names, most_recent_first
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
 from service.screening.nearmiss import near_miss_note
-from service.screening.result import Decision, Result
 from service.screening.therapy import is_ongoing
 from service.screening.units import (
     Measured,
@@ -17,6 +18,8 @@ from service.screening.units import (
     is_castrate,
     read_measurement,
 )
+
+TESTOSTERONE_CONCEPTS = frozenset({"testosterone-total"})
 
 REPEAT = (
     "Chase: a total testosterone with its value and unit in ng/dL or nmol/L (hospital laboratory)."
@@ -37,9 +40,13 @@ class TestosteroneFinding:
 
 
 def find_testosterone(ctx: Context) -> TestosteroneFinding:
-    if "testosterone" in ctx.cache:
-        cached: TestosteroneFinding = ctx.cache["testosterone"]
-        return cached
+    """The total testosterone both testosterone criteria read, worked out once per screen."""
+    if ctx.testosterone is None:
+        ctx.testosterone = _testosterone_of(ctx)
+    return ctx.testosterone
+
+
+def _testosterone_of(ctx: Context) -> TestosteroneFinding:
     finding = TestosteroneFinding()
     days = ctx.params.testosterone_window_days
     for fact in most_recent_first(ctx.facts.observations_of("testosterone-not-total")):
@@ -70,7 +77,6 @@ def find_testosterone(ctx: Context) -> TestosteroneFinding:
         break
     if finding.measured is not None and finding.latest is not None:
         finding.earlier_castrate = _earlier_castrate(ctx, finding.latest)
-    ctx.cache["testosterone"] = finding
     return finding
 
 
@@ -165,6 +171,7 @@ def _days_ago(ctx: Context, fact: ClinicalFact) -> str:
     return f" ({(ctx.as_of - fact.day.earliest).days} days before)" if fact.day else ""
 
 
+@criterion("castrate-testosterone", Kind.INCLUSION, reads=TESTOSTERONE_CONCEPTS)
 def castrate_testosterone(ctx: Context) -> Decision:
     finding = find_testosterone(ctx)
     threshold = ctx.params.castrate_ng_dl
@@ -196,6 +203,7 @@ def castrate_testosterone(ctx: Context) -> Decision:
     return Decision(Result.NOT_MET, reason, evidence)
 
 
+@criterion("testosterone-above-castrate", Kind.EXCLUSION, reads=TESTOSTERONE_CONCEPTS)
 def testosterone_above_castrate(ctx: Context) -> Decision:
     finding = find_testosterone(ctx)
     threshold = ctx.params.castrate_ng_dl

@@ -6,9 +6,11 @@ from datetime import date
 
 from service.fhir.dates import add_months
 from service.screening.context import Context, join_names
+from service.screening.criterion import criterion
+from service.screening.decision import Decision, Evidence, Kind, Result
+from service.screening.extract import MEDICATION_CONCEPT
 from service.screening.facts import ClinicalFact, MedicationFact
 from service.screening.nearmiss import BLINDED, near_miss_note, near_misses_for
-from service.screening.result import Decision, Evidence, Result
 from service.screening.therapy import (
     LONG_ORDER_MONTHS,
     DocetaxelCourse,
@@ -31,6 +33,20 @@ def _procedure_text(fact: ClinicalFact) -> str:
     return f"{fact.label}{when}{recognised}"
 
 
+@criterion(
+    "systemic-therapy",
+    Kind.INCLUSION,
+    reads=frozenset(
+        {
+            "gnrh",
+            "arta",
+            "docetaxel",
+            "first-gen-antiandrogen",
+            "orchiectomy-bilateral",
+            MEDICATION_CONCEPT,
+        }
+    ),
+)
 def systemic_therapy(ctx: Context) -> Decision:
     params, as_of = ctx.params, ctx.as_of
     gnrh = ctx.facts.medications_of("gnrh")
@@ -205,6 +221,18 @@ def _radionuclide_text(ctx: Context, fact: ClinicalFact) -> str:
     return f"{fact.label}{when}{'' if listed else ' (recognised by name)'}"
 
 
+@criterion(
+    "prior-excluded-therapy",
+    Kind.EXCLUSION,
+    reads=frozenset(
+        {
+            "excluded-therapy",
+            "radionuclide-therapy-specific",
+            "radionuclide-therapy-generic",
+            MEDICATION_CONCEPT,
+        }
+    ),
+)
 def prior_excluded_therapy(ctx: Context) -> Decision:
     clear, ambiguous = _excluded_drug_records(ctx)
     done: list[ClinicalFact] = []
