@@ -13,7 +13,8 @@ from service.screening.facts import ClinicalFact, PatientFacts
 if TYPE_CHECKING:  # the findings' own modules read the Context: named for the types only
     from service.screening.criteria.histology import HistologyFinding
     from service.screening.criteria.testosterone import TestosteroneFinding
-    from service.screening.lesions import Metastases, Progression
+    from service.screening.lesions.metastases import Metastases
+    from service.screening.lesions.model import Progression
 
 
 @dataclass

@@ -16,8 +16,8 @@ from service.screening.context import Context
 from service.screening.criteria.histology import find_histology
 from service.screening.criterion import Criterion
 from service.screening.extract import FactExtractor
-from service.screening.lesions import localization as lesion_localization
-from service.screening.lesions import metastases_stratum
+from service.screening.lesions.strata import localization as lesion_localization
+from service.screening.lesions.strata import metastases_stratum
 from service.screening.registry import REGISTRY
 from service.screening.result import CriterionResult, Kind, Result, ScreenResult, Status
 

@@ -8,7 +8,10 @@ from service.screening.context import Context, join_names
 from service.screening.criterion import criterion
 from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
-from service.screening.lesions import bone_metastases_without_site, spinal_metastasis_sites
+from service.screening.lesions.metastases import (
+    bone_metastases_without_site,
+    spinal_metastasis_sites,
+)
 
 ACTIVE_STATUSES = {"active", "recurrence", "relapse"}
 # criteria.md §3 spinal-lesion: a complication with an onset (or recorded date) within 90 days.

@@ -14,7 +14,8 @@ from service.screening.context import Context, join_names
 from service.screening.criterion import criterion
 from service.screening.decision import Decision, Kind, Result
 from service.screening.extract import MEDICATION_CONCEPT
-from service.screening.lesions import Progression, find_progression, valid_until
+from service.screening.lesions.model import Progression
+from service.screening.lesions.progression import find_progression, valid_until
 from service.screening.therapy import docetaxel_against
 
 # what the progression criteria read (an unreadable one keeps them from ruling out)
