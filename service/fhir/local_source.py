@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from service.fhir import json_input
 from service.fhir.record import (
-    CLINICAL_TYPES,
+    KEPT_TYPES,
     SHARED_TYPES,
     PatientRecord,
     Resource,
@@ -29,7 +29,6 @@ from service.fhir.record import (
 from service.fhir.source import SourceError as SourceError
 from service.fhir.source import file_population, not_in_source
 
-KEPT_TYPES = frozenset({"Patient", *SHARED_TYPES, *CLINICAL_TYPES})
 log = logging.getLogger(__name__)
 
 
@@ -73,10 +72,7 @@ class LocalSource:
         return patients[patient_id]
 
     def patient_ids(
-        self,
-        search: str | None = None,
-        group: str | None = None,
-        ids: Iterable[str] | None = None,
+        self, search: str | None = None, group: str | None = None, ids: Iterable[str] | None = None
     ) -> list[str]:
         """Every patient's id (or the FHIR ids of `ids`); see PatientSource.patient_ids."""
         return file_population(search, group, ids, lambda: list(self._patients()), log)

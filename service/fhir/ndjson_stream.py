@@ -37,8 +37,9 @@ from pathlib import Path
 from typing import IO, ClassVar
 
 from service.fhir import json_input
-from service.fhir.local_source import KEPT_TYPES, SourceError, source_files
+from service.fhir.local_source import SourceError, source_files
 from service.fhir.record import (
+    KEPT_TYPES,
     SHARED_TYPES,
     PatientRecord,
     Resource,
@@ -177,10 +178,7 @@ class NdjsonStream:
         raise not_in_source(self.path, patient_id)
 
     def patient_ids(
-        self,
-        search: str | None = None,
-        group: str | None = None,
-        ids: Iterable[str] | None = None,
+        self, search: str | None = None, group: str | None = None, ids: Iterable[str] | None = None
     ) -> list[str]:
         """Every patient's id (or the FHIR ids of `ids`); see PatientSource.patient_ids. Every
         patient's id is a pass that decodes only Patient lines; what it finds wrong is not

@@ -32,6 +32,11 @@ FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 # Medication, and a Substance named as a Medication's ingredient (criteria.md §4b, codes.md §7d).
 # Both are kept for everyone and found by "Type/id" or fullUrl.
 SHARED_TYPES = frozenset({"Medication", "Substance"})
+# The clinical types that record a medication's use, each naming its Medication by reference.
+MEDICATION_USE_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+# Everything a patient's record is made of: the Patient, what the rules read, and what the
+# medication records reach by reference. A source drops any other type unread.
+KEPT_TYPES = frozenset({"Patient", *SHARED_TYPES, *CLINICAL_TYPES})
 
 
 @dataclass

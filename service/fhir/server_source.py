@@ -23,8 +23,8 @@ from urllib.parse import parse_qsl, quote
 from service.fhir.client import FhirClient, origin_of, search_path
 from service.fhir.errors import FhirBadResponse, FhirError, FhirNotFound
 from service.fhir.record import (
-    CLINICAL_TYPES,
     FOREIGN_IDS_LISTED,
+    MEDICATION_USE_TYPES,
     SHARED_TYPES,
     PatientRecord,
     Resource,
@@ -35,30 +35,11 @@ from service.fhir.record import (
 from service.fhir.source import PopulationError as PopulationError
 from service.fhir.source import fhir_ids
 from service.mapping import Mappings
-from service.mapping.model import ValueSet
+from service.read_plan import OBSERVATION_VALUE_SETS as OBSERVATION_VALUE_SETS  # for cds.py
+from service.read_plan import read_plan
 
 log = logging.getLogger(__name__)
 
-# Value sets whose codes select the Observations to fetch (everything the rules read by code).
-OBSERVATION_VALUE_SETS: Final = (
-    "testosterone-total",
-    "testosterone-not-total",
-    "ecog",
-    "karnofsky",
-    "lesion-count",
-    "imaging-lesion",
-    "disease-status",
-    "histology-observation",
-    "m-category",
-    "size-observation",
-    "distant-metastasis-site",
-)
-MEDICATION_USE_TYPES: Final = (
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-)
-LOINC: Final = "http://loinc.org"
 DEFAULT_PAGE_SIZE: Final = 100
 DEFAULT_WORKERS: Final = 6  # one per search of a record
 
@@ -81,7 +62,7 @@ class ServerSource:
         self.page_size = page_size
         self.max_workers = max_workers
         self.problems: list[str] = []  # a server's gaps go into each record's own problems
-        self.observation_codes = observation_codes(mappings)
+        self.plan = read_plan(mappings)
         # Medications fetched by id are shared by many patients: fetch each once per source.
         self._medications: dict[str, Resource] = {}
 
@@ -89,17 +70,7 @@ class ServerSource:
 
     def searches(self, patient_id: str) -> list[tuple[str, list[tuple[str, str]]]]:
         """(resource type, search parameters) for every search of one patient's record."""
-        count = ("_count", str(self.page_size))
-        codes = ",".join(f"{system}|{code}" for system, code in self.observation_codes)
-        planned: list[tuple[str, list[tuple[str, str]]]] = []
-        for resource_type in CLINICAL_TYPES:
-            params = [("patient", patient_id)]
-            if resource_type == "Observation":
-                params.append(("code", codes))
-            if resource_type in MEDICATION_USE_TYPES:
-                params.append(("_include", f"{resource_type}:medication"))
-            planned.append((resource_type, [*params, count]))
-        return planned
+        return self.plan.searches(patient_id, self.page_size)
 
     def record(self, patient_id: str) -> PatientRecord:
         """Everything the rules need for one patient; raises FhirError naming what failed."""
@@ -150,10 +121,7 @@ class ServerSource:
     # --- populations ------------------------------------------------------------------------
 
     def patient_ids(
-        self,
-        search: str | None = None,
-        group: str | None = None,
-        ids: Iterable[str] | None = None,
+        self, search: str | None = None, group: str | None = None, ids: Iterable[str] | None = None
     ) -> Iterator[str]:
         """Patient ids from exactly one of: a Patient search ('Patient?_has:Condition:...' or
         just its query), a Group id (its Patient members), or a list of ids. Each id once; a
@@ -326,34 +294,6 @@ class ServerSource:
         with ThreadPoolExecutor(self.max_workers, thread_name_prefix="fhir-read") as pool:
             futures: list[Future[Resource | FhirError]] = [pool.submit(read, p) for p in paths]
             return [future.result() for future in futures]
-
-
-# --- the codes to search for ------------------------------------------------------------------
-
-
-def observation_codes(mappings: Mappings) -> list[tuple[str, str]]:
-    """Every exact (system, code) of the Observation value sets, as a server must be sent them."""
-    pairs: set[tuple[str, str]] = set()
-    for name in OBSERVATION_VALUE_SETS:
-        pairs.update(search_pairs(mappings.vs(name)))
-    return sorted(pairs)
-
-
-def search_pairs(value_set: ValueSet) -> frozenset[tuple[str, str]]:
-    """(system, code) as written in mappings/, because a token search compares codes as the
-    server stores them, not normalised for matching (no dots, case-folded) as `exact` holds them.
-
-    A value set built without `search_codes` (made in code rather than loaded) falls back to
-    the normalised codes in their canonical case: LOINC codes are upper case ('LA9622-7'); the
-    other systems searched for Observations (SNOMED CT, the screening code system) are digits or
-    lower case already.
-    """
-    if value_set.search_codes:
-        return frozenset(value_set.search_codes)
-    return frozenset(
-        (system, code.upper() if system == LOINC else code)
-        for system, code in value_set.exact_pairs()
-    )
 
 
 # --- small helpers ----------------------------------------------------------------------------

@@ -76,10 +76,7 @@ class PatientSource(Protocol):
         ...
 
     def patient_ids(
-        self,
-        search: str | None = None,
-        group: str | None = None,
-        ids: Iterable[str] | None = None,
+        self, search: str | None = None, group: str | None = None, ids: Iterable[str] | None = None
     ) -> Iterable[str]:
         """The ids of a population, each once: at most one of a Patient search, a Group id or a
         list of ids (a string that is not a FHIR id is skipped with a warning). With none, every

@@ -19,18 +19,8 @@ import re
 
 from service.fhir.ndjson_stream import LineFilter
 from service.mapping.model import Mappings, normalize_code
-from service.screening.concepts import OBSERVATION_CONCEPTS
-
-
-def observation_codes(mappings: Mappings) -> frozenset[str] | None:
-    """The normalised codes of every Observation value set; None when one matches by prefix."""
-    codes: set[str] = set()
-    for name in OBSERVATION_CONCEPTS:
-        valueset = mappings.vs(name)
-        if valueset.prefixes:
-            return None
-        codes.update(code for _system, code in valueset.exact_pairs())
-    return frozenset(codes)
+from service.read_plan import ReadPlan, read_plan
+from service.read_plan import observation_match_codes as observation_codes  # noqa: F401
 
 
 def observation_pattern(codes: frozenset[str]) -> re.Pattern[bytes] | None:
@@ -52,16 +42,11 @@ def observation_pattern(codes: frozenset[str]) -> re.Pattern[bytes] | None:
     return re.compile(rb'"code"\s*:\s*"\s*\.*(?i:' + b"|".join(dotted) + rb')\.*\s*"')
 
 
-def near_miss_pattern(mappings: Mappings) -> re.Pattern[bytes] | None:
+def near_miss_pattern(phrases: tuple[str, ...]) -> re.Pattern[bytes] | None:
     """A bytes regex found in every plain-ASCII line whose text an Observation near-miss
-    pattern matches: the ASCII phrases, in any case, anywhere (word boundaries and exclusions
-    only ever narrow the extractor's match). None when there are no Observation near misses."""
-    phrases = {
-        phrase
-        for concept in mappings.near_misses.concepts
-        if concept.kind == "observation"
-        for phrase in concept.phrases
-    }
+    pattern (of these phrases) matches: the ASCII phrases, in any case, anywhere (word
+    boundaries and exclusions only ever narrow the extractor's match). None when there are no
+    Observation near misses."""
     ascii_phrases = sorted((p for p in phrases if p.isascii()), key=len, reverse=True)
     if not phrases:
         return None
@@ -72,10 +57,16 @@ def near_miss_pattern(mappings: Mappings) -> re.Pattern[bytes] | None:
 
 def line_filter(mappings: Mappings) -> LineFilter:
     """The partition filter for these mappings (see the module docstring)."""
-    codes = observation_codes(mappings)
+    return line_filter_of(read_plan(mappings))
+
+
+def line_filter_of(plan: ReadPlan) -> LineFilter:
+    """The partition filter of a read plan: its types, its Observation codes and near misses."""
+    codes = plan.match_codes
     return LineFilter(
+        kept_types=plan.kept_types,
         observation_codes=codes,
         normalize=normalize_code,
         observation_pattern=observation_pattern(codes) if codes is not None else None,
-        near_miss_pattern=near_miss_pattern(mappings),
+        near_miss_pattern=near_miss_pattern(plan.near_miss_phrases),
     )

@@ -14,24 +14,18 @@ from requests import PreparedRequest
 
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirNetworkError, FhirNotFound
-from service.fhir.server_source import ServerSource, observation_codes, search_pairs
+from service.fhir.server_source import ServerSource
 from service.mapping import Mappings
 from service.mapping.model import ValueSet
+from service.read_plan import observation_search_codes as observation_codes
+from service.read_plan import search_pairs
 
 BASE = "https://fhir.example.org/fhir"
 LOINC = "http://loinc.org"
 SCREENING = "https://medcare-screen.org/fhir/CodeSystem/screening"
-ALL_TYPES = (
-    "Patient",
-    "Observation",
-    "Condition",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-    "Medication",
-    "Group",
-)
+SEARCHED = ("Observation", "Condition", "MedicationStatement", "MedicationRequest",
+            "MedicationAdministration", "Procedure")  # fmt: skip
+ALL_TYPES = ("Patient", *SEARCHED, "Medication", "Group")
 Wire = Callable[[str], dict[str, Any]]
 ClientFactory = Callable[..., FhirClient]
 PATIENT = {"resourceType": "Patient", "id": "p1", "gender": "male"}
@@ -160,14 +154,7 @@ def test_one_batch_fetches_the_record_then_paging_and_missing_medications(
 
     first = sent_batch(rsps.calls[1])
     assert first[0] == "Patient/p1"
-    assert [url.split("?")[0] for url in first[1:]] == [
-        "Observation",
-        "Condition",
-        "MedicationStatement",
-        "MedicationRequest",
-        "MedicationAdministration",
-        "Procedure",
-    ]
+    assert [url.split("?")[0] for url in first[1:]] == list(SEARCHED)
     assert "MedicationRequest?patient=p1&_include=MedicationRequest:medication&_count=100" in first
     assert "_getpagesoffset=100" in (rsps.calls[2].request.url or "")
     assert sent_batch(rsps.calls[3]) == ["Medication/m2", "Medication/m3"]
