@@ -8,13 +8,12 @@ only what was knowable then (criteria.md §3).
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
 from typing import Any
 
-from service.fhir.dates import FhirDay, parse_fhir_day
+from service.fhir.dates import parse_fhir_day
 from service.fhir.models import UnreadableResource, validate_resource
 from service.fhir.record import PatientRecord, Resource, versioned_reference
 from service.mapping.model import Mappings, codings_of, normalize_code, texts_of
@@ -26,6 +25,15 @@ from service.screening.concepts import (
     malignancy_by_name,
 )
 from service.screening.decision import Evidence
+from service.screening.elements import (
+    clinical_day,
+    concept_label,
+    ignored_because,
+    medication_period,
+    stated_depot_months,
+    status_of,
+    status_reason,
+)
 from service.screening.facts import (
     ClinicalFact,
     Demographics,
@@ -42,7 +50,6 @@ MEDICATION_CONCEPT = "medication"
 PATIENT_CONCEPT = "patient"
 REQUEST_INTENTS_USED = {"order", "plan", "original-order"}
 RECOGNISED_CACHE_SIZE = 4096
-_DEPOT_RE = re.compile(r"(\d+)[\s-]*(?:month|mo)\b", re.IGNORECASE)
 
 
 @contextmanager
@@ -186,19 +193,19 @@ class FactExtractor:
         except UnreadableResource as exc:
             facts.unreadable.append(Unreadable(reference, concepts, str(exc)))
             return
-        why_ignored = _ignored_because(resource, as_of)
+        why_ignored = ignored_because(resource, as_of)
         if why_ignored:
             facts.ignored.append((reference, concepts, why_ignored))
             return
-        day = _clinical_day(resource)
-        label = _label(resource.get("code"))
+        day = clinical_day(resource)
+        label = concept_label(resource.get("code"))
         summary = f"{label}, {day}" if day else label
         target.append(
             ClinicalFact(
                 resource_type=resource["resourceType"],
                 evidence=Evidence(reference, summary),
                 day=day,
-                status=_status_of(resource),
+                status=status_of(resource),
                 concepts=concepts,
                 resource=resource,
                 label=label,
@@ -226,7 +233,7 @@ class FactExtractor:
         drugs = self._recognise(concept)
         if not drugs and medication is not None:  # ingredient-only Medication (§4b, medcare-2)
             drugs = self._by_ingredient(medication, record, resource)
-            if _label(concept) == "(no code)":  # name the product by its ingredients
+            if concept_label(concept) == "(no code)":  # name the product by its ingredients
                 concept = {"text": " + ".join(m.drug.label for m in drugs)}
         reference = versioned_reference(resource)
         if not drugs:
@@ -253,11 +260,11 @@ class FactExtractor:
         if resource["resourceType"] == "MedicationRequest" and intent not in REQUEST_INTENTS_USED:
             facts.ignored.append((reference, classes, f"request intent {intent!r} not used"))
             return
-        start, end, asserted = _medication_period(resource)
+        start, end, asserted = medication_period(resource)
         if start is not None and start.earliest > as_of:
             facts.ignored.append((reference, classes, f"dated after as_of ({start})"))
             return
-        product = _label(concept)
+        product = concept_label(concept)
         when = f", from {start}" if start else ""
         facts.medications.append(
             MedicationFact(
@@ -271,8 +278,8 @@ class FactExtractor:
                 start=start,
                 end=end,
                 asserted=asserted,
-                stated_depot_months=_stated_depot_months(concept, self.mappings),
-                status_reason=_status_reason(resource),
+                stated_depot_months=stated_depot_months(concept, self.mappings),
+                status_reason=status_reason(resource),
             )
         )
 
@@ -325,119 +332,3 @@ class FactExtractor:
                 original = text[found.start() : found.end()]
                 matches.setdefault(drug.key, DrugMatch(drug, "name", original))
         return tuple(sorted(matches.values(), key=lambda m: m.drug.key))
-
-
-# -- helpers -------------------------------------------------------------------------------
-
-
-def _status_of(resource: Resource) -> str | None:
-    if resource.get("resourceType") == "Condition":
-        return _first_code(resource.get("clinicalStatus"))
-    status = resource.get("status")
-    return status if isinstance(status, str) else None
-
-
-def _first_code(concept: Any) -> str | None:
-    for _system, code in codings_of(concept):
-        return code
-    return None
-
-
-def _ignored_because(resource: Resource, as_of: date) -> str | None:
-    if resource.get("status") == "entered-in-error":
-        return "entered in error"
-    if resource.get("resourceType") == "Condition":
-        verification = _first_code(resource.get("verificationStatus"))
-        if verification in ("refuted", "entered-in-error"):
-            return f"verification status {verification}"
-        recorded = parse_fhir_day(resource.get("recordedDate"))
-        if recorded is not None and recorded.earliest > as_of:
-            return f"recorded after as_of ({recorded})"
-    day = _clinical_day(resource)
-    if day is not None and day.earliest > as_of:
-        return f"dated after as_of ({day})"
-    return None
-
-
-def _clinical_day(resource: Resource) -> FhirDay | None:
-    """The clinically relevant day: when measured, when the condition began, when performed."""
-    resource_type = resource.get("resourceType")
-    if resource_type == "Observation":
-        candidates = [
-            resource.get("effectiveDateTime"),
-            (resource.get("effectivePeriod") or {}).get("start"),
-            resource.get("effectiveInstant"),
-            resource.get("issued"),
-        ]
-    elif resource_type == "Condition":
-        candidates = [
-            resource.get("onsetDateTime"),
-            (resource.get("onsetPeriod") or {}).get("start"),
-            resource.get("recordedDate"),
-        ]
-    else:
-        candidates = [
-            resource.get("performedDateTime"),
-            (resource.get("performedPeriod") or {}).get("end"),
-            (resource.get("performedPeriod") or {}).get("start"),
-        ]
-    for value in candidates:
-        day = parse_fhir_day(value)
-        if day is not None:
-            return day
-    return None
-
-
-def _medication_period(resource: Resource) -> tuple[FhirDay | None, FhirDay | None, FhirDay | None]:
-    """(start, end, asserted) of a medication record (criteria.md §4b timing)."""
-    resource_type = resource["resourceType"]
-    start = end = asserted = None
-    if resource_type in ("MedicationStatement", "MedicationAdministration"):
-        period = resource.get("effectivePeriod") or {}
-        start = parse_fhir_day(resource.get("effectiveDateTime")) or parse_fhir_day(
-            period.get("start")
-        )
-        end = parse_fhir_day(period.get("end"))
-        if resource_type == "MedicationStatement":
-            asserted = parse_fhir_day(resource.get("dateAsserted"))
-    else:
-        start = parse_fhir_day(resource.get("authoredOn"))
-    dosages = resource.get(
-        "dosageInstruction" if resource_type == "MedicationRequest" else "dosage"
-    )
-    for dosage in dosages if isinstance(dosages, list) else []:
-        bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
-        start = parse_fhir_day(bounds.get("start")) or start
-        end = parse_fhir_day(bounds.get("end")) or end
-    return start, end, asserted
-
-
-def _status_reason(resource: Resource) -> str | None:
-    """The words of `statusReason` (a CodeableConcept on requests, a list elsewhere)."""
-    reason = resource.get("statusReason")
-    concepts = reason if isinstance(reason, list) else [reason]
-    words = [text for c in concepts for text in texts_of(c)]
-    return "; ".join(dict.fromkeys(words)) or None
-
-
-def _stated_depot_months(concept: Any, mappings: Mappings) -> int | None:
-    allowed = mappings.parameters.allowed_depot_months
-    for text in texts_of(concept):
-        for match in _DEPOT_RE.finditer(text):
-            months = int(match.group(1))
-            if months in allowed:
-                return months
-    return None
-
-
-def _label(concept: Any) -> str:
-    """A short human label for a code: its text, else a display, else system|code."""
-    if isinstance(concept, dict):
-        if isinstance(concept.get("text"), str) and concept["text"].strip():
-            return str(concept["text"]).strip()
-        for coding in concept.get("coding") or []:
-            if isinstance(coding, dict) and isinstance(coding.get("display"), str):
-                return str(coding["display"]).strip()
-        for system, code in codings_of(concept):
-            return f"{system}|{code}"
-    return "(no code)"
