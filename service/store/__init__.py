@@ -5,51 +5,13 @@
     store.interrupted_runs()    # runs to resume after a restart
 
 Modules: `models` (the tables), `migrations/` (Alembic, configured in code), `engine`
-(engine set-up per database), `cursors` (opaque paging cursors), `repository` (the Store).
+(engine set-up per database), `cursors` (opaque paging cursors), `repository` (the Store and
+`create_store`), and the Store's concerns over `base` (sessions, clock, owner): `runs`,
+`claims` (a run's patients as a work queue), `results` (and the changes feed, over `latest`),
+`outbox`, `reports`, `schema`; `queue` (the one lease mechanism both queues use), `leases`
+(owner ids), `errors` and `types` (what the store hands back).
 """
 
-from service.store.cursors import BadCursor
-from service.store.engine import DEFAULT_URL, UnsupportedDatabase, make_engine
-from service.store.repository import (
-    Attrition,
-    ChangeItem,
-    ClaimLost,
-    CriterionAttrition,
-    InvalidAsOf,
-    InvalidResult,
-    NotFound,
-    OutboxEntry,
-    Progress,
-    Recorded,
-    RunInfo,
-    RunResultItem,
-    RunStateError,
-    Store,
-    StoreError,
-    WritebackSummary,
-    create_store,
-)
-
-__all__ = [
-    "DEFAULT_URL",
-    "Attrition",
-    "BadCursor",
-    "ChangeItem",
-    "ClaimLost",
-    "CriterionAttrition",
-    "InvalidAsOf",
-    "InvalidResult",
-    "NotFound",
-    "OutboxEntry",
-    "Progress",
-    "Recorded",
-    "RunInfo",
-    "RunResultItem",
-    "RunStateError",
-    "Store",
-    "StoreError",
-    "UnsupportedDatabase",
-    "WritebackSummary",
-    "create_store",
-    "make_engine",
-]
+# The public names are listed once, in repository.__all__ (the Store, what it hands back, its
+# errors, the engine's defaults); this package re-exports exactly those.
+from service.store.repository import *  # noqa: F403
