@@ -7,20 +7,21 @@ pass their own settings and may pass a runtime.
 
 from __future__ import annotations
 
-import json
 import logging
-from typing import Any
 
 from flask import Flask, Response, g, request
 from flask_cors import CORS
 from flask_smorest import Api
 
 from service import __version__
+from service.api import deps
+from service.api.bodies import check_json_body
+from service.api.error_map import register_domain_errors
 from service.api.errors import ApiError, ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
-from service.api.security import ApiAuthenticator, JwksCache, JwtVerifier, Unauthorized
+from service.api.security import ApiAuthenticator, Unauthorized, issuers_verifier
+from service.api.views import cds, changes, health, runs, screen
 from service.config import Settings, settings_from_env
-from service.fhir import json_input
 from service.runtime import Runtime
 
 log = logging.getLogger("medcare_screen.api")
@@ -61,9 +62,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             "security": [{"bearer": []}],
         },
     )
-    runtime = runtime or Runtime(settings)
-    app.extensions["medcare_runtime"] = runtime
-    app.extensions["medcare_settings"] = settings
+    deps.install(app, settings, runtime or Runtime(settings))
     api = ScreeningApi(app)
 
     if settings.cors_origins:
@@ -92,55 +91,22 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    from service.api.views import cds, changes, health, runs, screen
-
     for blueprint in (screen.blp, runs.blp, changes.blp, health.blp, cds.blp):
         api.register_blueprint(blueprint)
     register_metrics(app)
     register_error_handlers(app)
+    register_domain_errors(app)
     return app
-
-
-def check_json_body() -> None:
-    """Refuse, with a 400 that says why, a JSON body that webargs' `json.loads` would misread or
-    choke on: two equal keys in one object (json.loads keeps the last, silently), or nesting
-    deeper than any FHIR data (json.loads raises RecursionError near 1,000 levels: a 500).
-    Called after authentication, so a caller without credentials learns nothing about bodies.
-    A body that is not JSON at all is left to webargs' own 400."""
-    if not request.is_json:
-        return
-    data = request.get_data(cache=True)
-    if not data:
-        return
-    try:
-        json_input.loads(data, unique_keys=True)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return
-    except json_input.DuplicateKey as exc:
-        raise ApiError(400, "duplicate-key", f"the request body is refused: {exc}") from None
-    except json_input.NestedTooDeeply as exc:
-        raise ApiError(400, "malformed-json", f"the request body is {exc}") from None
 
 
 def _authenticator(settings: Settings) -> ApiAuthenticator:
     verifier = None
     if settings.jwt_issuer and settings.jwt_jwks_url:
-        verifier = JwtVerifier(
-            {
-                settings.jwt_issuer: JwksCache(
-                    settings.jwt_jwks_url, verify=settings.tls_ca_bundle or True
-                )
-            },
+        verifier = issuers_verifier(
+            [(settings.jwt_issuer, settings.jwt_jwks_url)],
             settings.jwt_audience,
+            verify=settings.tls_ca_bundle or True,
         )
     return ApiAuthenticator(
         settings.api_token_hashes, verifier, allow_anonymous=settings.allow_no_auth
     )
-
-
-def runtime() -> Runtime:
-    from flask import current_app
-
-    value: Any = current_app.extensions["medcare_runtime"]
-    assert isinstance(value, Runtime)
-    return value

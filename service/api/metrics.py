@@ -11,6 +11,8 @@ from flask import Flask, Response, g, request
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from service.api.deps import service
+
 
 def register_metrics(app: Flask) -> None:
     registry = CollectorRegistry()
@@ -38,9 +40,7 @@ def register_metrics(app: Flask) -> None:
         return response
 
     def metrics() -> Response:
-        from service.api.app import runtime
-
-        outbox = runtime().store.outbox_counts()
+        outbox = service().outbox_counts()
         lines = [generate_latest(registry).decode()]
         for state, count in sorted(outbox.items()):
             lines.append(f'medcare_writeback_outbox{{state="{state}"}} {count}\n')

@@ -22,7 +22,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +248,20 @@ class JwtVerifier:
             until = float(claims["exp"]) + self.leeway_s
             if not self.rules.replay.first_use(issuer, jti, until):
                 raise Unauthorized("token already used (jti replayed)")
+
+
+def issuers_verifier(
+    issuers: Iterable[tuple[str, str]],
+    audience: str | None,
+    *,
+    verify: bool | str,
+    rules: TokenRules | None = None,
+    name: str = "JWT",
+) -> JwtVerifier:
+    """A verifier for (issuer, JWKS URL) pairs, each JWKS fetched with the same TLS `verify`
+    (the API's own issuer and the CDS Hooks EHRs are built alike)."""
+    keys = {issuer: JwksCache(url, verify=verify) for issuer, url in issuers}
+    return JwtVerifier(keys, audience, rules=rules, name=name)
 
 
 class ApiAuthenticator:

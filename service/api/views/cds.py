@@ -16,20 +16,19 @@ from flask import current_app, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
-from service.api.app import check_json_body, runtime
+from service.api.bodies import check_json_body
+from service.api.deps import runtime, service, settings
 from service.api.errors import ApiError, ErrorSchema
 from service.api.schemas import FHIR_ID
 from service.api.security import (
-    JwksCache,
     JwtVerifier,
     ReplayCache,
     TokenRules,
     Unauthorized,
+    issuers_verifier,
 )
-from service.config import Settings
 from service.fhir.record import PatientRecord
 from service.fhir.server_source import OBSERVATION_VALUE_SETS
-from service.runtime import NotFound, SourceUnavailable
 from service.screening.result import Result, ScreenResult, Status
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks")
@@ -135,16 +134,9 @@ def discovery() -> dict[str, Any]:
 def patient_view(body: dict[str, Any]) -> dict[str, Any]:
     """One card: candidate or ineligible, why, and what needs review."""
     patient_id = body["context"]["patientId"]
-    rt = runtime()
     record = _record_from_prefetch(patient_id, body.get("prefetch") or {})
-    try:
-        if record is None:
-            record = rt.source.record(patient_id)
-    except NotFound as exc:
-        raise ApiError(404, "patient-not-found", str(exc)) from exc
-    except SourceUnavailable as exc:
-        raise ApiError(502, "fhir-server-error", str(exc)) from exc
-    result = rt.screener.screen(record, rt.today())  # the service's date (MEDCARE_TODAY)
+    # without a prefetch: read from the service's source (404 unknown, 502 the server failed)
+    result = service().screen_record(patient_id, record)  # as of the service's date
     return {"cards": [card(result)]}
 
 
@@ -236,24 +228,22 @@ def _authenticate_ehr() -> None:
 @blp.before_request
 def _check_body() -> None:
     """After the JWT (registered after _authenticate_ehr): duplicate keys or deep nesting in a
-    prefetch are a 400, never a 500 (service.api.app.check_json_body)."""
+    prefetch are a 400, never a 500 (service.api.bodies.check_json_body)."""
     if request.method == "POST":
         check_json_body()
 
 
 def _verify_ehr_jwt() -> None:
-    settings: Settings = current_app.extensions["medcare_settings"]
+    config = settings()
     verifier: JwtVerifier | None = current_app.extensions.get("medcare_cds_verifier")
-    if verifier is None and settings.cds_issuers:
+    if verifier is None and config.cds_issuers:
         # the audience is a setting (Settings.check requires it with issuers), never the
         # request's own URL: a forged Host header must not choose which tokens pass
-        verifier = JwtVerifier(
-            {
-                iss: JwksCache(url, verify=settings.tls_ca_bundle or True)
-                for iss, url in settings.cds_issuers
-            },
-            settings.cds_audience,
-            rules=TokenRules(settings.cds_max_token_lifetime_s, ReplayCache()),
+        verifier = issuers_verifier(
+            config.cds_issuers,
+            config.cds_audience,
+            verify=config.tls_ca_bundle or True,
+            rules=TokenRules(config.cds_max_token_lifetime_s, ReplayCache()),
             name="CDS Hooks JWT",
         )
         if verifier.audience is None:  # settings built without check(): refuse, never guess
@@ -261,7 +251,7 @@ def _verify_ehr_jwt() -> None:
         current_app.extensions["medcare_cds_verifier"] = verifier
     authorization = request.headers.get("Authorization", "")
     if verifier is None:
-        if settings.allow_no_auth:
+        if config.allow_no_auth:
             return
         raise ApiError(
             401, "unauthorized", "CDS Hooks callers are not configured (MEDCARE_CDS_ISSUERS)"

@@ -18,9 +18,8 @@ from typing import Any
 from flask import current_app
 from flask_smorest import Blueprint
 
-from service.api.app import runtime
+from service.api.deps import service
 from service.api.schemas import HealthSchema
-from service.fhir.errors import FhirError
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness")
 
@@ -73,20 +72,14 @@ class CachedCheck:
 
 def _fhir_check() -> CachedCheck | None:
     """This app's cached FHIR check (None without a FHIR server), made on first use."""
-    client = runtime().client
-    if client is None:
+    use_cases = service()
+    if not use_cases.has_fhir_server:
         return None
     check: CachedCheck | None = current_app.extensions.get("medcare_fhir_ready")
     if check is None:
-
-        def answers() -> bool:
-            try:
-                client.capabilities(refresh=True)
-                return True
-            except FhirError:
-                return False
-
-        cached = CachedCheck(answers, ttl_s=READY_TTL_S, failed_ttl_s=READY_FAILED_TTL_S)
+        cached = CachedCheck(
+            use_cases.fhir_server_answers, ttl_s=READY_TTL_S, failed_ttl_s=READY_FAILED_TTL_S
+        )
         check = current_app.extensions.setdefault("medcare_fhir_ready", cached)
     return check
 
@@ -106,7 +99,7 @@ def live() -> dict[str, Any]:
 def ready() -> Any:
     """The database answers (schema current) and, when configured, the FHIR server answers
     (checked at most once a minute, every 10 s while it does not)."""
-    checks = {"database": runtime().store.ping()}
+    checks = {"database": service().database_answers()}
     fhir = _fhir_check()
     if fhir is not None:
         checks["fhir_server"] = fhir()
