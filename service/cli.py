@@ -15,158 +15,24 @@ import sys
 from collections.abc import Iterator, Sequence
 from datetime import date
 from pathlib import Path
-from typing import TextIO
-from urllib.parse import urlsplit
+from typing import Any, TextIO
 
-from service import __version__
-from service.config import (
-    DEFAULT_SOURCE,
-    ConfigError,
-    fhir_batch_from_env,
-    fhir_limits_from_env,
-    read_secret,
-    run_search_params_from_env,
-    today_from_env,
-)
-from service.fhir.auth import auth_from_env
-from service.fhir.client import FhirClient
-from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
+from service.cli_args import UsageError, build_parser, check_combination, checked_as_of
+from service.compose import compose, make_client, make_store
 from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
 from service.fhir.ndjson_stream import NdjsonStream
 from service.fhir.server_source import PopulationError, ServerSource
-from service.mapping import MappingError, load_mappings
+from service.mapping import MappingError
 from service.population import Screened, screen_record, screen_records, screen_stream
 from service.report import Report
 from service.screening.engine import Screener
-from service.screening.prefilter import line_filter
-from service.store import Store, create_store
+from service.settings import ConfigError, Settings, settings_from_env
 from service.writeback.fingerprint import fingerprint
-from service.writeback.writer import ResultWriter
 
 EXIT_OK, EXIT_PARTIAL, EXIT_INPUT = 0, 1, 2
 PROGRESS_EVERY = 50
 log = logging.getLogger("medcare_screen")
-
-
-class UsageError(Exception):
-    """A command-line combination that cannot work; the message says which."""
-
-
-def _as_of(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from exc
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"not a whole number of at least 1: {text!r}")
-    return value
-
-
-def _fhir_base(text: str) -> str:
-    parts = urlsplit(text)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise argparse.ArgumentTypeError(f"not an http(s) URL: {text!r}")
-    if parts.username or parts.password:
-        raise argparse.ArgumentTypeError(
-            "credentials do not belong in the URL: use MEDCARE_FHIR_AUTH and its variables"
-        )
-    return text.rstrip("/")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="medcare-screen",
-        description="Pre-screen patients for the MEDCARE trial (NCT06585007) from FHIR R4 data.",
-    )
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    screen = commands.add_parser("screen", help="screen patients and print their results")
-    where = screen.add_mutually_exclusive_group()
-    where.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="a Bundle file, a folder of Bundles, or a folder of Bulk Data NDJSON files "
-        "(default: the fixture patients)",
-    )
-    where.add_argument("--fhir-base", type=_fhir_base, help="screen from this FHIR R4 server")
-    screen.add_argument(
-        "--patient", action="append", metavar="ID", help="screen only this Patient id (repeatable)"
-    )
-    screen.add_argument("--search", metavar="QUERY", help="with --fhir-base: 'Patient?...' search")
-    screen.add_argument("--group", metavar="ID", help="with --fhir-base: the members of a Group")
-    screen.add_argument(
-        "--as-of", type=_as_of, default=None, help="screening date YYYY-MM-DD (default: today)"
-    )
-    screen.add_argument(
-        "--format",
-        choices=("table", "json"),
-        default="table",
-        help="table for people, json = JSON Lines",
-    )
-    screen.add_argument("--summary", action="store_true", help="also print the attrition summary")
-    screen.add_argument(
-        "--write-back",
-        action="store_true",
-        help="with --fhir-base: write each result back as ResearchSubject + Provenance",
-    )
-    screen.add_argument(
-        "--write-ineligible",
-        action="store_true",
-        help="with --write-back: also write ineligible patients that have no ResearchSubject yet",
-    )
-    screen.add_argument(
-        "--database",
-        metavar="URL",
-        default=None,
-        help="store results here (default: $MEDCARE_DATABASE_URL, else the SQLite file "
-        "var/medcare.sqlite3), so the service's latest-result and changes feed see them",
-    )
-    screen.add_argument("--no-store", action="store_true", help="do not store the results")
-    screen.add_argument(
-        "--workers",
-        type=_positive,
-        default=1,
-        metavar="N",
-        help="with an NDJSON source: screen in N processes (default 1; at most one per CPU helps)",
-    )
-    screen.add_argument(
-        "--mappings",
-        type=Path,
-        default=None,
-        help="mappings folder (default: the bundled mappings/)",
-    )
-
-    load = commands.add_parser(
-        "load-fixtures", help="load the fixture patients into a FHIR server (one transaction each)"
-    )
-    load.add_argument("--fhir-base", type=_fhir_base, required=True)
-    load.add_argument(
-        "--source", type=Path, default=DEFAULT_SOURCE, help="folder of fixture Bundles"
-    )
-
-    serve = commands.add_parser(
-        "serve", help="run the HTTP service (gunicorn; settings from MEDCARE_*)"
-    )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
-    serve.add_argument("--threads", type=int, default=8, help="threads per worker")
-    serve.add_argument(
-        "--dev",
-        action="store_true",
-        help="development mode: Flask's server, MEDCARE_ENV=development (announced loudly)",
-    )
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -207,69 +73,39 @@ def _say_os_error(exc: OSError) -> None:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
-def make_client(base_url: str) -> FhirClient:
-    """A FhirClient configured from the environment (auth, CA bundle, batch); never from
-    arguments."""
-    ca_bundle = os.environ.get("MEDCARE_TLS_CA_BUNDLE")
-    return FhirClient(
-        base_url,
-        auth_from_env(os.environ),
-        verify=ca_bundle or True,
-        batch=fhir_batch_from_env(os.environ),
-        max_answer_bytes=fhir_limits_from_env(os.environ)[0],
-        deadline_s=fhir_limits_from_env(os.environ)[1],
-    )
-
-
-def _check_combination(args: argparse.Namespace) -> None:
-    server_only = [
-        flag
-        for flag, value in (
-            ("--search", args.search),
-            ("--group", args.group),
-            ("--write-back", args.write_back),
-        )
-        if value
-    ]
-    if args.fhir_base and args.workers > 1:
-        raise UsageError("--workers needs a Bulk Data NDJSON source, not --fhir-base")
-    if server_only and not args.fhir_base:
-        raise UsageError(f"{', '.join(server_only)} need(s) --fhir-base")
-    if args.write_ineligible and not args.write_back:
-        raise UsageError("--write-ineligible needs --write-back")
-    if args.search:  # the API's rule: a search selects a cohort, not a person
-        try:
-            check_cohort_search(args.search, run_search_params_from_env(os.environ))
-        except SearchNotAllowed as exc:
-            raise UsageError(f"--search: {exc}") from exc
+def cli_settings(args: argparse.Namespace) -> Settings:
+    """The settings of the environment with this command's flags on top. A server is screened
+    (or loaded) only when --fhir-base names it, and written back to only with --write-back,
+    whatever the environment says; TLS verification may be off only in development."""
+    overrides: dict[str, Any] = {"fhir_base_url": args.fhir_base}
+    if args.command == "screen":
+        overrides.update(write_back=args.write_back, write_ineligible=args.write_ineligible)
+        flags = {"source_path": args.source, "mappings_dir": args.mappings}
+        flags["database_url"] = args.database
+        overrides.update({name: value for name, value in flags.items() if value is not None})
+    return settings_from_env(**overrides).check_fhir()
 
 
 def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    _check_combination(args)
-    mappings = load_mappings(args.mappings)
-    screener = Screener(mappings)
-    as_of = _checked_as_of(args)
-    writer = None
+    settings = cli_settings(args)
+    check_combination(args, settings.api.run_search_params)
+    parts = compose(settings)
+    as_of = checked_as_of(args, parts.clock.today())
+    writer = parts.writer if args.write_back else None
     failures = 0
+    source = parts.source
     local: LocalSource | NdjsonStream | None = None
-    if args.fhir_base:
-        client = make_client(args.fhir_base)
-        screened = _server_screens(ServerSource(client, mappings), screener, as_of, args, err)
-        if args.write_back:
-            writer = ResultWriter(
-                client, mappings.parameters, write_ineligible=args.write_ineligible
-            )
+    if isinstance(source, ServerSource):
+        screened = _server_screens(source, parts.screener, as_of, args, err)
+    elif isinstance(source, NdjsonStream):
+        local = source
+        screened = screen_stream(source, parts.screener, as_of, args.workers, args.patient)
     else:
-        path = args.source or Path(os.environ.get("MEDCARE_SOURCE_PATH") or DEFAULT_SOURCE)
-        if NdjsonStream.handles(path):
-            local = NdjsonStream(path, line_filter(mappings))
-            screened = screen_stream(local, screener, as_of, args.workers, args.patient)
-        else:
-            if args.workers > 1:
-                raise UsageError("--workers needs a Bulk Data NDJSON source (.ndjson files)")
-            local = LocalSource(path)
-            screened = screen_records(local.records(args.patient), screener, as_of)
-    store = None if args.no_store else _open_store(args.database)
+        if args.workers > 1:
+            raise UsageError("--workers needs a Bulk Data NDJSON source (.ndjson files)")
+        local = source
+        screened = screen_records(source.records(args.patient), parts.screener, as_of)
+    store = None if args.no_store else make_store(settings)
     changed = 0
     report = Report()
     for count, item in enumerate(screened, start=1):
@@ -313,34 +149,6 @@ def run_screen(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
-def _checked_as_of(args: argparse.Namespace) -> date:
-    """--as-of, or today (MEDCARE_TODAY, else the clock's date). After today is refused, and
-    so is --write-back of a look back (an earlier day): only current results are written."""
-    today = today_from_env(os.environ) or date.today()
-    as_of: date = args.as_of or today
-    if as_of > today:
-        raise UsageError(f"--as-of {as_of.isoformat()} is after today ({today.isoformat()})")
-    if as_of < today and args.write_back:
-        raise UsageError(
-            f"--write-back: --as-of {as_of.isoformat()} is a look back (before today, "
-            f"{today.isoformat()}); a look back is never written back"
-        )
-    return as_of
-
-
-def _open_store(url: str | None) -> Store:
-    """The results database (SQLite by default), migrated to the current schema."""
-    from service.config import DEFAULT_DATABASE
-
-    url = url or read_secret(os.environ, "MEDCARE_DATABASE_URL")
-    if not url:
-        DEFAULT_DATABASE.parent.mkdir(parents=True, exist_ok=True)
-        url = f"sqlite:///{DEFAULT_DATABASE}"
-    store = create_store(url, today=today_from_env(os.environ))
-    store.migrate()
-    return store
-
-
 def _server_screens(
     source: ServerSource, screener: Screener, as_of: date, args: argparse.Namespace, err: TextIO
 ) -> Iterator[Screened]:
@@ -375,7 +183,8 @@ def run_load_fixtures(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     files = sorted(p for p in folder.glob("*.json") if not p.name.endswith(".expected.json"))
     if not files:
         raise SourceError(f"{folder}: no fixture Bundles (*.json) in this folder")
-    client = make_client(args.fhir_base)
+    client = make_client(cli_settings(args))
+    assert client is not None  # --fhir-base is required
     loaded = failed = skipped = 0
     for file in files:
         case = file.stem
@@ -402,12 +211,12 @@ def run_load_fixtures(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
 
 def run_serve(args: argparse.Namespace) -> int:
     """gunicorn in production; Flask's development server with --dev (never in production)."""
-    from service.config import settings_from_env
-
+    settings = settings_from_env()
     if args.dev:
-        os.environ.setdefault("MEDCARE_ENV", "development")
+        if "environment" not in settings.model_fields_set:  # MEDCARE_ENV unset
+            settings = settings.with_overrides(environment="development")
         print("medcare-screen: *** DEVELOPMENT SERVER: not for production ***", file=sys.stderr)
-    settings = settings_from_env().check()  # refuse to start without authentication
+    settings = settings.check()  # refuse to start without authentication
     if args.dev:
         from service.api import create_app
 

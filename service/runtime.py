@@ -13,10 +13,11 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
-from service.clock import SYSTEM_CLOCK, Clock
+from service.clock import Clock
+from service.compose import compose, make_store
 from service.config import Settings
 from service.errors import (
     WRITE_BACK_NEEDS_SERVER,
@@ -25,19 +26,13 @@ from service.errors import (
     SourceUnavailable,
     Stopping,
 )
-from service.fhir.auth import auth_from_env
-from service.fhir.client import FhirClient
 from service.fhir.errors import FhirError
-from service.fhir.local_source import LocalSource, SourceError
 from service.fhir.record import PatientRecord
-from service.fhir.server_source import ServerSource
-from service.mapping import Mappings, load_mappings
-from service.screening.engine import Screener
-from service.store import RunInfo, Store, create_store
+from service.fhir.source import NeedsServer, PatientSource, SourceError
+from service.store import RunInfo, Store
 from service.work.outbox import Outbox
 from service.work.runs import RunExecutor
 from service.writeback.fingerprint import fingerprint
-from service.writeback.writer import ResultWriter
 
 __all__ = [
     "DatabaseUnavailable",
@@ -60,23 +55,20 @@ class ScreenOutcome:
 
 
 class PatientSourceAdapter:
-    """One interface over a local folder and a FHIR server, for ids, searches and Groups."""
+    """The configured source (service/compose.py) as runs and the API use it: a patient the
+    source does not have is NotFound, a server that failed is SourceUnavailable, and a run's
+    population is its kind ("ids", "search", "group") and spec."""
 
-    def __init__(self, settings: Settings, mappings: Mappings, client: FhirClient | None) -> None:
-        self.client = client
-        self.local = None if client else LocalSource(settings.source_path)
-        self.server = ServerSource(client, mappings) if client else None
+    def __init__(self, source: PatientSource) -> None:
+        self.source = source
 
     @property
     def is_server(self) -> bool:
-        return self.server is not None
+        return self.source.is_server
 
     def record(self, patient_id: str) -> PatientRecord:
         try:
-            if self.server is not None:
-                return self.server.record(patient_id)
-            assert self.local is not None
-            return self.local.record(patient_id)
+            return self.source.record(patient_id)
         except SourceError as exc:
             raise NotFound(f"Patient/{patient_id} is not in the source") from exc
         except FhirError as exc:
@@ -87,17 +79,13 @@ class PatientSourceAdapter:
     def patient_ids(self, kind: str, spec: Any) -> Iterator[str]:
         if kind == "ids":
             yield from spec
-        elif self.server is not None:
-            yield from self.server.patient_ids(
+            return
+        try:
+            yield from self.source.patient_ids(
                 search=spec if kind == "search" else None, group=spec if kind == "group" else None
             )
-        elif kind == "search" and str(spec).strip() in ("Patient", "Patient?"):
-            assert self.local is not None
-            yield from self.local.patient_ids()
-        else:
-            raise SourceUnavailable(
-                "searches other than 'Patient' and Groups need a FHIR server (MEDCARE_FHIR_BASE_URL)"
-            )
+        except NeedsServer as exc:
+            raise SourceUnavailable(str(exc)) from exc
 
 
 class Runtime:
@@ -109,39 +97,17 @@ class Runtime:
         *,
         store: Store | None = None,
         start_workers: bool = True,
-        clock: Clock = SYSTEM_CLOCK,
+        clock: Clock | None = None,
     ) -> None:
         self.settings = settings
-        self.clock = clock
-        self.mappings = load_mappings(settings.mappings_dir)
-        self.screener = Screener(self.mappings)
-        self.client = (
-            FhirClient(
-                settings.fhir_base_url,
-                auth_from_env(settings.extra.get("env") or _environ()),
-                verify=settings.tls_ca_bundle or settings.tls_verify,
-                pool_size=settings.http_pool_size,
-                batch=settings.fhir_batch,
-                max_answer_bytes=settings.fhir_max_answer_bytes,
-                deadline_s=settings.fhir_deadline_s,
-            )
-            if settings.fhir_base_url
-            else None
-        )
-        self.source = PatientSourceAdapter(settings, self.mappings, self.client)
-        self.writer = (
-            ResultWriter(
-                self.client, self.mappings.parameters, write_ineligible=settings.write_ineligible
-            )
-            if self.client
-            else None
-        )
-        self.store = store or create_store(
-            settings.database_url,
-            pool_size=settings.db_pool_size,
-            today=settings.today,
-            claim_lease=timedelta(seconds=settings.claim_lease_s),
-        )
+        parts = compose(settings)
+        self.clock = clock or parts.clock
+        self.mappings = parts.mappings
+        self.screener = parts.screener
+        self.client = parts.client
+        self.source = PatientSourceAdapter(parts.source)
+        self.writer = parts.writer
+        self.store = store or make_store(settings, migrate=False)
         self.store.migrate()
         self._stop = threading.Event()
         self.runs = RunExecutor(
@@ -229,9 +195,3 @@ class Runtime:
         """Write every due entry once; returns how many were written or settled."""
         assert self.outbox is not None
         return self.outbox.drain(now)
-
-
-def _environ() -> dict[str, str]:
-    import os
-
-    return dict(os.environ)

@@ -14,6 +14,7 @@ import secrets
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -23,34 +24,29 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from requests.auth import AuthBase, HTTPBasicAuth
 
-from service.config import ConfigError, read_secret
 from service.fhir.errors import (
     FhirAuthError,
     FhirBadResponse,
     FhirNetworkError,
 )
+from service.settings import DEFAULT_SMART_SCOPE as DEFAULT_SMART_SCOPE  # tests import it here
+from service.settings import (
+    SMART_ALGORITHMS,
+    BasicAuthSettings,
+    BearerAuthSettings,
+    ConfigError,
+    FhirAuthSettings,
+    NoAuthSettings,
+    SmartAuthSettings,
+    fhir_auth_from_env,
+)
 
 log = logging.getLogger(__name__)
 
-ENV_AUTH: Final = "MEDCARE_FHIR_AUTH"
-ENV_USERNAME: Final = "MEDCARE_FHIR_USERNAME"
-ENV_PASSWORD: Final = "MEDCARE_FHIR_PASSWORD"
-ENV_TOKEN: Final = "MEDCARE_FHIR_TOKEN"
-ENV_SMART_CLIENT_ID: Final = "MEDCARE_SMART_CLIENT_ID"
+# the variables named in errors found after start-up (service/settings reads them all)
 ENV_SMART_KEY_FILE: Final = "MEDCARE_SMART_PRIVATE_KEY_FILE"
-ENV_SMART_KEY_ID: Final = "MEDCARE_SMART_KEY_ID"
 ENV_SMART_ALG: Final = "MEDCARE_SMART_ALG"
-ENV_SMART_SCOPE: Final = "MEDCARE_SMART_SCOPE"
 ENV_SMART_TOKEN_URL: Final = "MEDCARE_SMART_TOKEN_URL"
-
-# Read-only on clinical data; write on the three resources the screener writes back.
-DEFAULT_SMART_SCOPE: Final = (
-    "system/Patient.read system/Observation.read system/Condition.read "
-    "system/MedicationStatement.read system/MedicationRequest.read "
-    "system/MedicationAdministration.read system/Procedure.read system/Medication.read "
-    "system/Group.read system/ResearchStudy.* system/ResearchSubject.* system/Provenance.*"
-)
-SMART_ALGORITHMS: Final = ("RS384", "ES384")
 ASSERTION_LIFETIME_S: Final = 300  # SMART Backend Services: exp no more than five minutes ahead
 ASSUMED_TOKEN_LIFETIME_S: Final = 300  # when the token response has no expires_in
 REFRESH_MARGIN_S: Final = 60.0  # fetch a new token this long before the old one expires
@@ -58,11 +54,24 @@ CLIENT_ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-
 DEFAULT_TIMEOUT: Final = (5.0, 30.0)
 
 
+@dataclass(frozen=True)
+class Binding:
+    """What a FhirClient shares with its auth strategy: the server, its session (pool),
+    timeouts and TLS trust."""
+
+    base_url: str | None
+    session: requests.Session | None
+    timeout: tuple[float, float]
+    verify: bool | str
+
+
 class Auth(AuthBase):
     """A way to authorise FHIR requests; the base class sends none."""
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         return request
+
+    binding: Binding | None = None
 
     def bind(
         self,
@@ -74,6 +83,7 @@ class Auth(AuthBase):
     ) -> None:
         """Called by FhirClient: strategies that talk to an authorisation server reuse its
         session (pool), timeouts and TLS trust, and learn the base URL for discovery."""
+        self.binding = Binding(base_url.rstrip("/"), session, timeout, verify)
 
     def invalidate(self) -> bool:
         """Forget cached credentials after a 401; True when a second attempt can succeed."""
@@ -148,28 +158,12 @@ class SmartBackendAuth(Auth):
         self.scope = scope
         self.token_url = token_url
         self._private_key = _load_private_key(private_key_file, algorithm)
-        self._base_url = base_url.rstrip("/") if base_url else None
-        self._session = session
-        self._timeout = timeout
-        self._verify: bool | str = True
+        self.binding = Binding(base_url.rstrip("/") if base_url else None, session, timeout, True)
         self._clock = clock
         self._lock = threading.Lock()
         self._access_token: str | None = None
         self._expires_at = 0.0
         self.token_requests = 0  # how many tokens were fetched: lets tests see the cache work
-
-    def bind(
-        self,
-        base_url: str,
-        session: requests.Session,
-        *,
-        timeout: tuple[float, float],
-        verify: bool | str,
-    ) -> None:
-        self._base_url = base_url.rstrip("/")
-        self._session = session
-        self._timeout = timeout
-        self._verify = verify
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self._current_token()}"
@@ -209,19 +203,22 @@ class SmartBackendAuth(Auth):
             return self._access_token
 
     def _http(self) -> requests.Session:
-        if self._session is None:
-            self._session = requests.Session()
-        return self._session
+        assert self.binding is not None  # set in __init__, replaced by bind()
+        if self.binding.session is None:
+            self.binding = replace(self.binding, session=requests.Session())
+        assert self.binding.session is not None
+        return self.binding.session
 
     def _token_endpoint(self) -> str:
         if self.token_url:
             return self.token_url
-        if not self._base_url:
+        base_url = self.binding.base_url if self.binding else None
+        if not base_url:
             raise ConfigError(
                 f"SMART backend auth needs a FHIR base URL to discover its token endpoint, "
                 f"or {ENV_SMART_TOKEN_URL}"
             )
-        url = f"{self._base_url}/.well-known/smart-configuration"
+        url = f"{base_url}/.well-known/smart-configuration"
         response = self._send("GET", url, headers={"Accept": "application/json"})
         if response.status_code != 200:
             raise FhirAuthError(
@@ -271,9 +268,16 @@ class SmartBackendAuth(Auth):
         return token, lifetime
 
     def _send(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        session = self._http()
+        assert self.binding is not None
         try:
-            return self._http().request(
-                method, url, timeout=self._timeout, verify=self._verify, auth=None, **kwargs
+            return session.request(
+                method,
+                url,
+                timeout=self.binding.timeout,
+                verify=self.binding.verify,
+                auth=None,
+                **kwargs,
             )
         except requests.RequestException as exc:
             raise FhirNetworkError(
@@ -299,44 +303,30 @@ class SmartBackendAuth(Auth):
         return body
 
 
-def auth_from_env(env: Mapping[str, str]) -> Auth:
-    """The strategy MEDCARE_FHIR_AUTH names, with its secrets from the environment or files.
-
-    A missing or unreadable secret stops start-up with a ConfigError naming the variable,
-    rather than failing later on the first request with a bare 401.
-    """
-    kind = env.get(ENV_AUTH, "none").strip().casefold() or "none"
-    if kind == "none":
-        return NoAuth()
-    if kind == "basic":
-        return BasicAuth(_required(env, ENV_USERNAME, kind), _secret(env, ENV_PASSWORD, kind))
-    if kind == "bearer":
-        return BearerTokenAuth(_secret(env, ENV_TOKEN, kind))
-    if kind == "smart":
+def auth_from_settings(settings: FhirAuthSettings) -> Auth:
+    """The strategy the settings choose (MEDCARE_FHIR_AUTH). A SMART key is loaded and checked
+    here, so a wrong file stops start-up rather than the first request."""
+    if isinstance(settings, BasicAuthSettings):
+        return BasicAuth(settings.username, settings.password.get_secret_value())
+    if isinstance(settings, BearerAuthSettings):
+        return BearerTokenAuth(settings.token.get_secret_value())
+    if isinstance(settings, SmartAuthSettings):
         return SmartBackendAuth(
-            client_id=_required(env, ENV_SMART_CLIENT_ID, kind),
-            private_key_file=Path(_required(env, ENV_SMART_KEY_FILE, kind)),
-            key_id=_required(env, ENV_SMART_KEY_ID, kind),
-            algorithm=env.get(ENV_SMART_ALG, "").strip() or "RS384",
-            scope=env.get(ENV_SMART_SCOPE, "").strip() or DEFAULT_SMART_SCOPE,
-            token_url=env.get(ENV_SMART_TOKEN_URL, "").strip() or None,
+            client_id=settings.client_id,
+            private_key_file=settings.private_key_file,
+            key_id=settings.key_id,
+            algorithm=settings.algorithm,
+            scope=settings.scope,
+            token_url=settings.token_url,
         )
-    raise ConfigError(f"{ENV_AUTH}: {kind!r} is not one of none, basic, bearer, smart")
+    assert isinstance(settings, NoAuthSettings)
+    return NoAuth()
 
 
-def _required(env: Mapping[str, str], name: str, kind: str) -> str:
-    value = env.get(name, "").strip()
-    if not value:
-        raise ConfigError(f"{ENV_AUTH}={kind} needs {name}")
-    return value
-
-
-def _secret(env: Mapping[str, str], name: str, kind: str) -> str:
-    """A secret given as NAME or in the file NAME_FILE (Docker and Kubernetes secrets)."""
-    value = (read_secret(env, name) or "").strip()
-    if not value:
-        raise ConfigError(f"{ENV_AUTH}={kind} needs {name} or {name}_FILE")
-    return value
+def auth_from_env(env: Mapping[str, str]) -> Auth:
+    """The strategy MEDCARE_FHIR_AUTH names in `env` (service/settings reads the variables);
+    a missing or unreadable secret is a ConfigError naming the variable."""
+    return auth_from_settings(fhir_auth_from_env(env))
 
 
 def _load_private_key(path: Path, algorithm: str) -> rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +55,9 @@ class MappingError(Exception):
 
 
 def load_mappings(directory: Path | None = None) -> Mappings:
-    """Load every mapping file from `directory`, else $MEDCARE_MAPPINGS_DIR, else mappings/."""
-    env_dir = os.environ.get("MEDCARE_MAPPINGS_DIR")
-    folder = directory or (Path(env_dir) if env_dir else DEFAULT_MAPPINGS_DIR)
+    """Load every mapping file from `directory`, else the bundled mappings/ (the settings'
+    MEDCARE_MAPPINGS_DIR reaches here through service/compose.py)."""
+    folder = directory or DEFAULT_MAPPINGS_DIR
     valuesets_doc = _load(folder / "valuesets.yaml", ValueSetsFileSchema())
     medications_doc = _load(folder / "medications.yaml", MedicationsFileSchema())
     units_doc = _load(folder / "units.yaml", UnitsFileSchema())

@@ -70,7 +70,6 @@ def settings_for(base_url: str | None, database_url: str, **overrides: Any) -> S
         database_url=database_url,
         api_token_hashes=(token_digest(TOKEN),),
         run_concurrency=4,
-        extra={"env": {"MEDCARE_FHIR_AUTH": "none"}},
         today=AS_OF,  # the fixtures' day is the service's today: their screens are current
     ).with_overrides(**overrides)
 

@@ -39,7 +39,7 @@ def runtime(proxy: FaultProxy, sqlite_url: str) -> Iterator[Runtime]:
         sqlite_url,
         fhir_batch="always",  # each patient's batch carries its fault (no auto probe here)
         fhir_deadline_s=2.0,
-        extra={"env": {"MEDCARE_FHIR_AUTH": "bearer", "MEDCARE_FHIR_TOKEN": TOKEN}},
+        fhir_auth={"kind": "bearer", "token": TOKEN},
     )
     yield rt
     rt.close()

@@ -17,6 +17,7 @@ from service.config import ConfigError, Settings, settings_from_env
 from service.fhir.client import FhirClient
 from service.fhir.errors import FhirNetworkError
 from service.runtime import Runtime
+from service.settings import fhir_auth_from_env
 from tests.integration.helpers import cloned_fixture
 from tests.reliability import harness
 from tests.reliability.conftest import Medplum
@@ -69,7 +70,9 @@ def test_a_full_run_logs_no_patient_data_and_no_secret(
     patients = [SECRET_PATIENT, *medplum.patients[:10]]
     caplog.set_level(logging.DEBUG)
     env = {"MEDCARE_FHIR_AUTH": "bearer", "MEDCARE_FHIR_TOKEN": FHIR_TOKEN}
-    settings = harness.settings_for(proxy.base_url + "/fhir", sqlite_url, extra={"env": env})
+    settings = harness.settings_for(
+        proxy.base_url + "/fhir", sqlite_url, fhir_auth=fhir_auth_from_env(env)
+    )
     runtime = Runtime(settings)
     try:
         run_id = runtime.start_run("ids", patients, harness.AS_OF, True).id
@@ -239,7 +242,9 @@ def test_next_links_to_another_origin_are_refused(
 
         proxy.add(Fault("transform", fn=with_next, match=lambda r: r.method == "POST"))
         env = {"MEDCARE_FHIR_AUTH": "bearer", "MEDCARE_FHIR_TOKEN": FHIR_TOKEN}
-        settings = harness.settings_for(proxy.base_url + "/fhir", sqlite_url, extra={"env": env})
+        settings = harness.settings_for(
+            proxy.base_url + "/fhir", sqlite_url, fhir_auth=fhir_auth_from_env(env)
+        )
         runtime = Runtime(settings)
         try:
             run_id = runtime.start_run("ids", ["fx-base"], harness.AS_OF, False).id
@@ -272,7 +277,7 @@ def test_secrets_never_in_logs_or_error_bodies(
         settings = harness.settings_for(
             proxy.base_url + "/fhir",
             f"sqlite:///{tmp_path / 'secrets.sqlite3'}",
-            extra={"env": env},
+            fhir_auth=fhir_auth_from_env(env),
         )
         runtime = Runtime(settings)
         try:

@@ -368,7 +368,7 @@ def test_the_api_502_body_does_not_carry_the_token_the_server_quoted(
         fhir_base_url=ours.base_url + "/fhir",
         database_url=f"sqlite:///{tmp_path / 'api.sqlite3'}",
         api_token_hashes=(token_digest(api_token),),
-        extra={"env": {"MEDCARE_FHIR_AUTH": "bearer", "MEDCARE_FHIR_TOKEN": TOKEN}},
+        fhir_auth={"kind": "bearer", "token": TOKEN},
     )
     runtime = Runtime(settings, start_workers=False)
     try:
