@@ -70,6 +70,10 @@ class ResultStore(ClaimStore, OutboxStore):
     """Results over the shared sessions: recording settles the run's patient (claims) and
     queues the write-back (outbox) in the same transaction."""
 
+    # Where a change number is drawn, as a method so a test can slow it down to widen the
+    # race between drawing and COMMIT (tests/integration/test_store_postgres.py).
+    _next_change_seq = staticmethod(next_change_seq)
+
     def record_patient_result(
         self,
         run_id: str | None,
@@ -163,7 +167,7 @@ class ResultStore(ClaimStore, OutboxStore):
                     {"state": PatientState.DONE.value, "result_id": result_id, "error": None},
                 )
             if changed:
-                seq = next_change_seq(session)
+                seq = self._next_change_seq(session)
                 session.execute(
                     update(StoredResult)
                     .where(StoredResult.id == result_id)
