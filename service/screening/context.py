@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import TYPE_CHECKING
+from typing import TypeVar, cast
 
 from service.fhir.dates import FhirDay
 from service.mapping.model import Mappings, Parameters
 from service.screening.facts import ClinicalFact, PatientFacts
 
-if TYPE_CHECKING:  # the findings' own modules read the Context: named for the types only
-    from service.screening.criteria.histology import HistologyFinding
-    from service.screening.criteria.testosterone import TestosteroneFinding
-    from service.screening.lesions.metastases import Metastases
-    from service.screening.lesions.model import Progression
+Found = TypeVar("Found")
 
 
 @dataclass
@@ -22,13 +20,8 @@ class Context:
     facts: PatientFacts
     mappings: Mappings
     as_of: date
-    # Findings more than one criterion reads, each worked out once per screen by the function
-    # that owns it (find_histology, find_progression, find_testosterone, find_metastases) and
-    # kept here, typed, so mypy checks what one criterion hands another.
-    histology: HistologyFinding | None = None
-    progression: Progression | None = None
-    testosterone: TestosteroneFinding | None = None
-    metastases: Metastases | None = None
+    # the findings of `once_per_screen` functions, by function (see there)
+    findings: dict[Callable[[Context], object], object] = field(default_factory=dict)
 
     @property
     def params(self) -> Parameters:
@@ -40,6 +33,21 @@ class Context:
     def in_window(self, day: FhirDay | None, days: int) -> bool:
         """Inside the inclusive window counting back `days` days from as_of."""
         return day is not None and self.window_start(days) <= day.earliest <= self.as_of
+
+
+def once_per_screen(find: Callable[[Context], Found]) -> Callable[[Context], Found]:
+    """Marks a finding more than one criterion reads (find_histology, find_progression,
+    find_testosterone, find_metastases): worked out on the first call, then kept on the Context
+    for the rest of the screen. It is kept under the function itself, not a name, so each
+    finding is as typed as its function: mypy checks what one criterion hands another."""
+
+    @functools.wraps(find)
+    def kept(ctx: Context) -> Found:
+        if find not in ctx.findings:
+            ctx.findings[find] = find(ctx)
+        return cast(Found, ctx.findings[find])
+
+    return kept
 
 
 def most_recent_first(facts: list[ClinicalFact]) -> list[ClinicalFact]:

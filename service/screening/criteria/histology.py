@@ -21,7 +21,7 @@ from typing import Any
 
 from service.fhir.record import type_and_id
 from service.screening.bodysites import is_unconfirmed, verification
-from service.screening.context import Context, join_names
+from service.screening.context import Context, join_names, once_per_screen
 from service.screening.criterion import criterion
 from service.screening.decision import Decision, Evidence, Kind, Result
 from service.screening.facts import ClinicalFact
@@ -107,14 +107,9 @@ def _about(obs: ClinicalFact) -> list[str]:
     return [r for r in (type_and_id(ref) for ref in references if isinstance(ref, str)) if r]
 
 
+@once_per_screen
 def find_histology(ctx: Context) -> HistologyFinding:
     """The prostate cancer diagnoses and their histology, worked out once per screen."""
-    if ctx.histology is None:
-        ctx.histology = _histology_of(ctx)
-    return ctx.histology
-
-
-def _histology_of(ctx: Context) -> HistologyFinding:
     finding = HistologyFinding()
     for fact in ctx.facts.conditions:
         if fact.has("prostate-cancer") or fact.has("prostate-other-histology"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from service.screening.context import Context, join_names, most_recent_first
+from service.screening.context import Context, join_names, most_recent_first, once_per_screen
 from service.screening.criterion import criterion
 from service.screening.decision import Decision, Kind, Result
 from service.screening.facts import ClinicalFact
@@ -39,14 +39,9 @@ class TestosteroneFinding:
     earlier_castrate: tuple[ClinicalFact, Measured] | None = None
 
 
+@once_per_screen
 def find_testosterone(ctx: Context) -> TestosteroneFinding:
     """The total testosterone both testosterone criteria read, worked out once per screen."""
-    if ctx.testosterone is None:
-        ctx.testosterone = _testosterone_of(ctx)
-    return ctx.testosterone
-
-
-def _testosterone_of(ctx: Context) -> TestosteroneFinding:
     finding = TestosteroneFinding()
     days = ctx.params.testosterone_window_days
     for fact in most_recent_first(ctx.facts.observations_of("testosterone-not-total")):

@@ -15,7 +15,7 @@ from service.screening.bodysites import (
     other_primary,
     unknown_site,
 )
-from service.screening.context import Context
+from service.screening.context import Context, once_per_screen
 from service.screening.facts import ClinicalFact
 
 _ACTIVE_OR_UNSET = {None, "active", "recurrence", "relapse"}
@@ -52,20 +52,10 @@ class Metastases:
     other_primary: list[str]  # 'X is a metastasis of Y, not of the prostate cancer'
 
 
+@once_per_screen
 def find_metastases(ctx: Context) -> Metastases:
     """The prostate metastases, worked out once per screen (progression, spinal-lesion and the
     strata read them)."""
-    if ctx.metastases is None:
-        ctx.metastases = _metastases_of(ctx)
-    return ctx.metastases
-
-
-def prostate_metastases(ctx: Context) -> list[tuple[ClinicalFact, Site]]:
-    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site."""
-    return find_metastases(ctx).sites
-
-
-def _metastases_of(ctx: Context) -> Metastases:
     found = Metastases([], [])
     records = ctx.facts.conditions + [
         f
@@ -85,6 +75,11 @@ def _metastases_of(ctx: Context) -> Metastases:
             continue
         found.sites.append((fact, condition_site(ctx, fact)))
     return found
+
+
+def prostate_metastases(ctx: Context) -> list[tuple[ClinicalFact, Site]]:
+    """Active (or unstated) metastasis Conditions of this prostate cancer, with their site."""
+    return find_metastases(ctx).sites
 
 
 def spinal_metastasis_sites(ctx: Context) -> list[tuple[ClinicalFact, Site]]:

@@ -10,7 +10,7 @@ from datetime import date, timedelta
 
 from service.fhir.dates import FhirDay
 from service.screening.bodysites import is_prostate_metastasis
-from service.screening.context import Context
+from service.screening.context import Context, once_per_screen
 from service.screening.facts import ClinicalFact
 from service.screening.imaging import castration_at
 from service.screening.lesions.counts import from_counts
@@ -22,15 +22,10 @@ from service.screening.lesions.status import from_status_and_conditions
 RECENT_OUTSIDE_WINDOW_DAYS = 365
 
 
+@once_per_screen
 def find_progression(ctx: Context) -> Progression:
     """The count range in the window, worked out once per screen (three criteria and the
     strata read it)."""
-    if ctx.progression is None:
-        ctx.progression = _progression_of(ctx)
-    return ctx.progression
-
-
-def _progression_of(ctx: Context) -> Progression:
     days = ctx.params.imaging_window_days
     facts = ctx.facts
     candidates = (
