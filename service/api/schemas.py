@@ -209,11 +209,16 @@ class AttritionSchema(Schema):
 
 
 class ChangeItemSchema(Schema):
-    seq = fields.Integer(required=True)
+    seq = fields.Integer(
+        required=True, metadata={"description": "the change's number: increasing, in commit order"}
+    )
     patient = fields.String(required=True)
     status = fields.String(required=True)
     as_of = fields.String(required=True)
-    fingerprint = fields.String(required=True)
+    fingerprint = fields.String(
+        required=True,
+        metadata={"description": "digest of the result's content: a new one means a change"},
+    )
     created_at = fields.String(required=True)
     result = fields.Nested(ResultSchema, required=True)
 

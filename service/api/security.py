@@ -8,7 +8,9 @@ The JWKS is fetched and cached by PyJWT's `PyJWKClient` (lifespan 5 minutes). Py
 `get_signing_key` fetches while holding its lock, so every caller would wait behind one slow
 JWKS answer; here the lookup reads the cached set without a lock and an unknown key id forces
 at most one refresh per `min_refresh_s` (a stream of random key ids costs one fetch, not one
-per request), with no lock held during the fetch.
+per request), with no lock held during the fetch. PyJWKClient's own `cooldown_duration` is
+not used for that: it counts from the last successful fetch (the first unknown key id right
+after start-up would not refresh) and is applied under the same lock.
 
 Nothing here logs a token or a claim beyond the issuer and key ids and the reason of a refusal.
 What a caller may do once authenticated is service/api/permissions.py.
