@@ -33,9 +33,9 @@ import requests
 from fhir.resources.R4B import get_fhir_model_class
 from fhir.resources.R4B.bundle import Bundle
 
+from service.compose import make_screener
 from service.fhir.record import CLINICAL_TYPES, PatientRecord, Resource, type_and_id
-from service.mapping import load_mappings
-from service.screening.engine import Screener
+from service.settings import Settings
 
 FHIR_JSON = "application/fhir+json"
 MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--as-of", type=date.fromisoformat, default=date(2026, 11, 26))
     parser.add_argument("--count", type=int, default=None, help="_count (default: the server's)")
     args = parser.parse_args(argv)
-    screener = Screener(load_mappings())
+    screener = make_screener(Settings())
     reader = NaiveReader(args.base, args.count)
     for patient_id in args.patient:
         result = screener.screen(reader.read(patient_id), args.as_of)

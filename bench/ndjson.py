@@ -48,13 +48,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.generate import DEFAULT_AS_OF, Mix, generate
+from service.compose import make_screener
 from service.fhir.local_source import LocalSource
 from service.fhir.ndjson_stream import NdjsonStream
-from service.mapping import load_mappings
 from service.population import Screened, screen_records, screen_stream
 from service.screening import extract
 from service.screening.engine import Screener
 from service.screening.prefilter import line_filter
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CAP_GB = 8.0
@@ -176,7 +177,7 @@ def throughput(folder: Path, repeats: int, as_of: date = DEFAULT_AS_OF) -> Throu
     The warm-up also compares the screening modes' results patient by patient.
     """
     load_start = os.getloadavg()[0]
-    screener = Screener(load_mappings())
+    screener = make_screener(Settings())
     resources, size = raw_parse(folder)  # warm-up: page cache, imports
     results: dict[str, dict[str, str]] = {}
     errors = 0
@@ -219,7 +220,7 @@ def phases(folder: Path, as_of: date = DEFAULT_AS_OF) -> dict[str, Any]:
     fhir.resources validation and everything else. The validation is timed by wrapping the
     one function the extractor calls for it; the wrapper's own cost is counted as validation.
     """
-    screener = Screener(load_mappings())
+    screener = make_screener(Settings())
     stream = NdjsonStream(folder, line_filter(screener.mappings))
     spent = {"validate_s": 0.0}
     namespace = vars(extract)  # the extractor's own name for the validator, wrapped below
@@ -263,7 +264,7 @@ def phases(folder: Path, as_of: date = DEFAULT_AS_OF) -> dict[str, Any]:
 def _child(folder: Path, mode: str, as_of: date) -> dict[str, Any]:
     """Runs in the fresh interpreter: one pass of `mode`, then the peak RSS of this process and
     of its largest worker (none but with ours_w2)."""
-    screener = Screener(load_mappings())
+    screener = make_screener(Settings())
     base_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     started = time.perf_counter()
     patients = 0

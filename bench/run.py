@@ -39,8 +39,8 @@ from bench.serverbench import (
     ours_factory,
 )
 from bench.servers import PeerUnavailable, running, server_rss_mb
-from service.mapping import load_mappings
-from service.screening.engine import Screener
+from service.compose import make_screener
+from service.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results.json"
@@ -138,8 +138,8 @@ def server_bench(
     n = repeats * sum(slices.values()) + 1
     ids = [patient_id(seed, index) for index in range(n)]
     warm_up_id = ids.pop()
-    mappings = load_mappings()
-    screener = Screener(mappings)
+    screener = make_screener(Settings())
+    mappings = screener.mappings
     out: dict[str, Any] = {
         "server": name,
         "patients_loaded": n,

@@ -252,13 +252,14 @@ def ours_factory(base_url: str, mappings: Mappings) -> OursFactory | str:
     THE LEAD WIRES THIS: adjust the constructor calls here if ServerSource's signature changes.
     """
     try:
-        from service.fhir.client import FhirClient
-        from service.fhir.server_source import ServerSource
+        from service.compose import make_client, make_source
+        from service.settings import Settings
     except ImportError as exc:
         return f"not available yet ({exc})"
     try:
-        client = FhirClient(base_url)
-        source = ServerSource(client, mappings)
+        settings = Settings(fhir_base_url=base_url)
+        client = make_client(settings)
+        source = make_source(settings, mappings, client)
     except Exception as exc:  # any construction problem is reported in the table, not raised
         return f"not available ({type(exc).__name__}: {exc})"
     return OursFactory(client, source)

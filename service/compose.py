@@ -33,6 +33,11 @@ def make_clock(settings: Settings) -> Clock:
     return Clock(pinned_today=settings.store.today)
 
 
+def make_screener(settings: Settings) -> Screener:
+    """The engine over the mappings of MEDCARE_MAPPINGS_DIR (default: the bundled mappings/)."""
+    return Screener(load_mappings(settings.screening.mappings_dir))
+
+
 def make_client(settings: Settings) -> FhirClient | None:
     """The FHIR client of MEDCARE_FHIR_BASE_URL (None: no server), with its authentication,
     TLS trust (CA bundle, or verification off in development), pool, batch mode and limits."""
@@ -108,13 +113,14 @@ class Parts:
 
 def compose(settings: Settings) -> Parts:
     """Every part but the store, from `settings`."""
-    mappings = load_mappings(settings.screening.mappings_dir)
+    screener = make_screener(settings)
+    mappings = screener.mappings
     client = make_client(settings)
     return Parts(
         settings=settings,
         clock=make_clock(settings),
         mappings=mappings,
-        screener=Screener(mappings),
+        screener=screener,
         client=client,
         source=make_source(settings, mappings, client),
         writer=make_writer(settings, mappings, client),
