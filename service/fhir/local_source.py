@@ -21,10 +21,8 @@ from service.fhir.record import (
     PatientRecord,
     Resource,
     index_medication,
-    is_fhir_id,
-    patient_id_of,
-    printable,
-    subject_reference,
+    patient_id_problem,
+    subject_patient_id,
 )
 from service.fhir.source import SourceError as SourceError
 from service.fhir.source import file_population, not_in_source
@@ -91,15 +89,14 @@ class LocalSource:
         for resource, full_url in self._resources():
             resource_type = resource.get("resourceType")
             if resource_type == "Patient":
-                patient_id = resource.get("id")
-                if not isinstance(patient_id, str):
+                problem = patient_id_problem(resource)
+                if problem is not None:  # without an id, say where the Patient was
+                    has_id = isinstance(resource.get("id"), str)
                     self.problems.append(
-                        f"{full_url or 'a Patient'}: Patient without an id, skipped"
+                        ("" if has_id else f"{full_url or 'a Patient'}: ") + problem
                     )
                     continue
-                if not is_fhir_id(patient_id):
-                    self.problems.append(f"Patient/{printable(patient_id)}: not a FHIR id, skipped")
-                    continue
+                patient_id = resource["id"]
                 record = patients.setdefault(
                     patient_id, PatientRecord(patient_id, medications=medications)
                 )
@@ -112,7 +109,7 @@ class LocalSource:
             elif resource_type in KEPT_TYPES:
                 pending.append((resource, full_url))
         for resource, _full_url in pending:
-            patient_id = _patient_of(resource, full_url_to_patient)
+            patient_id = subject_patient_id(resource, full_url_to_patient)
             if patient_id is not None and patient_id in patients:
                 patients[patient_id].add(resource)
         return patients
@@ -198,12 +195,3 @@ def _bundle_or_resource(file: Path, document: Any) -> Iterator[tuple[Resource, s
             continue  # e.g. a delete entry of a transaction: nothing to screen
         full_url = entry.get("fullUrl")
         yield resource, full_url if isinstance(full_url, str) else None
-
-
-def _patient_of(resource: Resource, full_url_to_patient: dict[str, str]) -> str | None:
-    reference = subject_reference(resource)
-    if reference is None:
-        return None
-    if reference in full_url_to_patient:
-        return full_url_to_patient[reference]
-    return patient_id_of(reference)

@@ -175,6 +175,17 @@ def is_fhir_id(value: object) -> bool:
     return isinstance(value, str) and FHIR_ID.fullmatch(value) is not None
 
 
+def patient_id_problem(patient: Resource) -> str | None:
+    """Why a Patient cannot be screened (no id, or an id that is not a FHIR id, shown escaped),
+    or None: a source skips such a Patient and reports this rather than guess whose data it is."""
+    patient_id = patient.get("id")
+    if not isinstance(patient_id, str):
+        return "Patient without an id, skipped"
+    if not is_fhir_id(patient_id):
+        return f"Patient/{printable(patient_id)}: not a FHIR id, skipped"
+    return None
+
+
 def printable(text: str) -> str:
     """`text` with non-printable characters escaped ('\\n', '\\x1b'): ids from servers and
     files reach terminals and logs, where a raw newline forges a log line and an escape
@@ -184,10 +195,15 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
-def subject_patient_id(resource: Resource) -> str | None:
-    """The id of the Patient a clinical resource is about, from its subject/patient reference."""
+def subject_patient_id(resource: Resource, aliases: dict[str, str] | None = None) -> str | None:
+    """The id of the Patient a clinical resource is about, from its subject/patient reference;
+    `aliases` map other references to ids (a Bundle's `urn:uuid:` fullUrls of its Patients)."""
     reference = subject_reference(resource)
-    return patient_id_of(reference) if reference is not None else None
+    if reference is None:
+        return None
+    if aliases and reference in aliases:
+        return aliases[reference]
+    return patient_id_of(reference)
 
 
 def short_reference(resource: Resource) -> str:
