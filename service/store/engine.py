@@ -76,17 +76,17 @@ def make_engine(
     """
     parsed = engine_url(url)
     backend = parsed.get_backend_name()
+    # the pool both databases size the same way (an in-memory SQLite database has none)
+    pool: dict[str, Any] = {
+        "pool_size": pool_size,
+        "max_overflow": max_overflow,
+        "pool_timeout": pool_timeout,
+    }
     if backend == "sqlite":
-        return _sqlite_engine(parsed, pool_size, max_overflow, pool_timeout, busy_timeout, echo)
+        return _sqlite_engine(parsed, pool, busy_timeout, echo)
     if backend == "postgresql":
         return create_engine(
-            parsed,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            pool_pre_ping=True,
-            pool_recycle=POOL_RECYCLE_S,
-            echo=echo,
+            parsed, pool_pre_ping=True, pool_recycle=POOL_RECYCLE_S, echo=echo, **pool
         )
     raise UnsupportedDatabase(
         f"unsupported database {backend!r}: use a sqlite:/// or postgresql:// URL"
@@ -117,14 +117,7 @@ def _is_memory(url: URL) -> bool:
     return database in ("", ":memory:") or url.query.get("mode") == "memory"
 
 
-def _sqlite_engine(
-    url: URL,
-    pool_size: int,
-    max_overflow: int,
-    pool_timeout: float,
-    busy_timeout: float,
-    echo: bool,
-) -> Engine:
+def _sqlite_engine(url: URL, pool: dict[str, Any], busy_timeout: float, echo: bool) -> Engine:
     connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": busy_timeout}
     memory = _is_memory(url)
     if memory:
@@ -134,14 +127,7 @@ def _sqlite_engine(
         database = Path(url.database or "")
         if not url.query.get("uri"):
             private_file(database)
-        engine = create_engine(
-            url,
-            connect_args=connect_args,
-            pool_size=pool_size,
-            max_overflow=max_overflow,
-            pool_timeout=pool_timeout,
-            echo=echo,
-        )
+        engine = create_engine(url, connect_args=connect_args, echo=echo, **pool)
     busy_ms = int(busy_timeout * 1000)
 
     @event.listens_for(engine, "connect")

@@ -88,20 +88,14 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.astimezone(UTC)
 
 
-class RunKind(StrEnum):
-    IDS = "ids"
-    SEARCH = "search"
-    GROUP = "group"
-    FILE = "file"
-
-
-class RunStatus(StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
+# States and kinds: each value is its member's name in lower case (StrEnum's own rule for
+# names given as text), the text the CHECK constraints below allow.
+RunKind = StrEnum("RunKind", "IDS SEARCH GROUP FILE")
+RunStatus = StrEnum("RunStatus", "QUEUED RUNNING DONE FAILED CANCELLED")
+# Where one patient of a run stands; `claimed` means a worker is screening it now.
+PatientState = StrEnum("PatientState", "PENDING CLAIMED DONE FAILED")
+OutboxState = StrEnum("OutboxState", "PENDING DONE FAILED SKIPPED")
+ResultStatus = StrEnum("ResultStatus", "CANDIDATE INELIGIBLE")
 
 ACTIVE_RUN_STATUSES: tuple[str, ...] = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 FINAL_RUN_STATUSES: tuple[str, ...] = (
@@ -109,27 +103,6 @@ FINAL_RUN_STATUSES: tuple[str, ...] = (
     RunStatus.FAILED.value,
     RunStatus.CANCELLED.value,
 )
-
-
-class PatientState(StrEnum):
-    """Where one patient of a run stands; `claimed` means a worker is screening it now."""
-
-    PENDING = "pending"
-    CLAIMED = "claimed"
-    DONE = "done"
-    FAILED = "failed"
-
-
-class OutboxState(StrEnum):
-    PENDING = "pending"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-
-
-class ResultStatus(StrEnum):
-    CANDIDATE = "candidate"
-    INELIGIBLE = "ineligible"
 
 
 def _one_of(column: str, values: type[StrEnum]) -> str:
