@@ -10,7 +10,7 @@ service.store, next to the SQL that raises them.
 from __future__ import annotations
 
 from service.fhir.errors import FhirError
-from service.fhir.local_source import SourceError
+from service.fhir.source import SourceError
 
 # Said by a screen and a run asked to write back when there is no FHIR server to write to.
 WRITE_BACK_NEEDS_SERVER = "write-back needs a FHIR server (MEDCARE_FHIR_BASE_URL)"
