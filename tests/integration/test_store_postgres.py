@@ -131,117 +131,15 @@ def store(reopen: StoreFactory) -> Store:
     return store
 
 
-# -- the behaviours of tests/unit/store/test_store_core.py, on PostgreSQL --------------------
+# -- the behaviours of tests/unit/store (core, claims and look backs), on PostgreSQL ---------
 
-test_create_get_and_list_runs = core.test_create_get_and_list_runs
-test_create_run_refuses_unknown_kind_and_datetime_as_of = (
-    core.test_create_run_refuses_unknown_kind_and_datetime_as_of
-)
-test_add_run_patients_is_idempotent_and_keeps_list_order = (
-    core.test_add_run_patients_is_idempotent_and_keeps_list_order
-)
-test_add_run_patients_refuses_finished_and_unknown_runs = (
-    core.test_add_run_patients_refuses_finished_and_unknown_runs
-)
-test_status_transitions_stamp_times_and_final_is_final = (
-    core.test_status_transitions_stamp_times_and_final_is_final
-)
-test_cancel_stops_claims_and_keeps_what_was_done = (
-    core.test_cancel_stops_claims_and_keeps_what_was_done
-)
-test_complete_run_only_when_no_patient_is_left = core.test_complete_run_only_when_no_patient_is_left
-test_claim_pending_in_list_order_once_and_only_while_running = (
-    core.test_claim_pending_in_list_order_once_and_only_while_running
-)
-test_first_result_is_a_change_same_content_is_not = (
-    core.test_first_result_is_a_change_same_content_is_not
-)
-test_changed_content_gets_the_next_change_seq = core.test_changed_content_gets_the_next_change_seq
-test_record_marks_the_run_patient_done_with_its_result = (
-    core.test_record_marks_the_run_patient_done_with_its_result
-)
-test_record_for_a_patient_not_in_the_run_stores_nothing = (
-    core.test_record_for_a_patient_not_in_the_run_stores_nothing
-)
-test_failed_patient_is_recorded_with_its_reason_and_the_run_goes_on = (
-    core.test_failed_patient_is_recorded_with_its_reason_and_the_run_goes_on
-)
-test_run_results_pages_by_cursor_in_list_order = core.test_run_results_pages_by_cursor_in_list_order
-test_run_results_refuses_bad_and_foreign_cursors = (
-    core.test_run_results_refuses_bad_and_foreign_cursors
-)
-test_attrition_counts_per_criterion_from_stored_results = (
-    core.test_attrition_counts_per_criterion_from_stored_results
-)
-test_a_run_survives_a_restart_and_resumes = core.test_a_run_survives_a_restart_and_resumes
-test_resume_gives_up_on_a_patient_interrupted_too_often = (
-    core.test_resume_gives_up_on_a_patient_interrupted_too_often
-)
-test_resume_with_a_lease_leaves_fresh_claims_alone = (
-    core.test_resume_with_a_lease_leaves_fresh_claims_alone
-)
-test_latest_result_per_patient_and_study = core.test_latest_result_per_patient_and_study
-test_changes_feed_pages_once_each_and_waits_at_the_end = (
-    core.test_changes_feed_pages_once_each_and_waits_at_the_end
-)
-test_changes_head_starts_after_what_exists = core.test_changes_head_starts_after_what_exists
-test_changes_refuses_a_malformed_cursor = core.test_changes_refuses_a_malformed_cursor
-test_write_back_is_queued_with_the_result_when_the_run_asks = (
-    core.test_write_back_is_queued_with_the_result_when_the_run_asks
-)
-test_an_older_result_never_overwrites_a_newer_one_on_the_server = (
-    core.test_an_older_result_never_overwrites_a_newer_one_on_the_server
-)
-test_newer_result_supersedes_a_pending_write_back = (
-    core.test_newer_result_supersedes_a_pending_write_back
-)
-test_failed_write_back_is_retried_when_due_then_given_up = (
-    core.test_failed_write_back_is_retried_when_due_then_given_up
-)
-test_a_writer_that_dies_gets_its_entry_back_after_the_lease = (
-    core.test_a_writer_that_dies_gets_its_entry_back_after_the_lease
-)
-test_ping_and_schema_revision = core.test_ping_and_schema_revision
-test_progress_of_an_unknown_run = core.test_progress_of_an_unknown_run
-test_record_refuses_a_missing_or_oversized_fingerprint = (
-    core.test_record_refuses_a_missing_or_oversized_fingerprint
-)
-test_queued_runs_are_resumed_too = core.test_queued_runs_are_resumed_too
-test_enqueue_checks_the_result = core.test_enqueue_checks_the_result
-test_record_refuses_a_result_of_another_patient_without_quoting_it = (
-    core.test_record_refuses_a_result_of_another_patient_without_quoting_it
-)
-
-
-# -- claims with owners and leases, look backs (issue 10 items 9 and 11) ----------------------
-
-test_a_screen_after_today_is_refused_and_nothing_is_stored = (
-    claims.test_a_screen_after_today_is_refused_and_nothing_is_stored
-)
-test_a_look_back_never_replaces_the_current_result_nor_is_a_change_nor_written = (
-    claims.test_a_look_back_never_replaces_the_current_result_nor_is_a_change_nor_written
-)
-test_a_look_back_run_keeps_its_results_with_the_run_only = (
-    claims.test_a_look_back_run_keeps_its_results_with_the_run_only
-)
-test_a_run_of_today_stays_current_past_midnight_but_never_goes_back = (
-    claims.test_a_run_of_today_stays_current_past_midnight_but_never_goes_back
-)
-test_today_can_be_fixed_for_tests_and_demos = claims.test_today_can_be_fixed_for_tests_and_demos
-test_a_live_claim_of_another_process_is_left_alone_until_its_lease_runs_out = (
-    claims.test_a_live_claim_of_another_process_is_left_alone_until_its_lease_runs_out
-)
-test_only_the_claim_owner_records_so_a_patient_is_recorded_once = (
-    claims.test_only_the_claim_owner_records_so_a_patient_is_recorded_once
-)
-test_claims_of_a_dead_owner_are_taken_back_at_once = (
-    claims.test_claims_of_a_dead_owner_are_taken_back_at_once
-)
-test_owners_alive_or_elsewhere_are_never_judged_dead = (
-    claims.test_owners_alive_or_elsewhere_are_never_judged_dead
-)
-test_a_graceful_stop_gives_its_claims_back_at_once = (
-    claims.test_a_graceful_stop_gives_its_claims_back_at_once
+# Every test of the two SQLite modules, by name, bound to this module's fixtures; one of them
+# needs an empty database and is wrapped below (the later definition replaces it).
+globals().update(
+    (name, test)
+    for module in (core, claims)
+    for name, test in vars(module).items()
+    if name.startswith("test_")
 )
 
 
