@@ -32,6 +32,11 @@ class ClinicalFact:
     def has(self, concept: str) -> bool:
         return concept in self.concepts
 
+    @property
+    def dated(self) -> str:
+        """' (2026-10-30)' after a name in a reason, or '' when the fact has no date."""
+        return f" ({self.day})" if self.day else ""
+
 
 @dataclass(frozen=True)
 class DrugMatch:

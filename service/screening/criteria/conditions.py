@@ -28,8 +28,7 @@ def _named(facts: list[ClinicalFact]) -> str:
     """'lung cancer (Condition/7)', with an unconfirmed verification status said."""
     return join_names(
         [
-            f"{f.label}{f' ({f.day})' if f.day else ''}"
-            f"{f', recorded as {verification(f)}' if is_unconfirmed(f) else ''}"
+            f"{f.label}{f.dated}{f', recorded as {verification(f)}' if is_unconfirmed(f) else ''}"
             for f in facts
         ]
     )

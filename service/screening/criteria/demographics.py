@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from datetime import date
 
 from service.screening.context import Context
-from service.screening.criterion import criterion
+from service.screening.criterion import Decide, criterion
 from service.screening.decision import Decision, Evidence, Kind, Result
+from service.screening.facts import Demographics
 
 ADULT_AGE = 18
 ADMIN = "Chase: the patient's demographic record (patient administration)."
@@ -16,18 +19,31 @@ def _age_on(born: date, day: date) -> int:
     return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
 
 
+def _from_patient(what: str) -> Callable[[Callable[[Context, Demographics], Decision]], Decide]:
+    """Decides from a readable Patient resource; without one (none, or unreadable) the criterion
+    is unknown and the reason says `what` cannot be read."""
+
+    def wrap(decide: Callable[[Context, Demographics], Decision]) -> Decide:
+        @functools.wraps(decide)
+        def decide_if_readable(ctx: Context) -> Decision:
+            patient = ctx.facts.patient
+            if patient.problem:
+                reason = f"Patient record: {patient.problem}; {what}. {ADMIN}"
+                return Decision(Result.UNKNOWN, reason)
+            return decide(ctx, patient)
+
+        return decide_if_readable
+
+    return wrap
+
+
 def _patient_evidence(ctx: Context, summary: str) -> tuple[Evidence, ...]:
     return (Evidence(ctx.facts.patient.reference, summary),)
 
 
 @criterion("age", Kind.INCLUSION)
-def age(ctx: Context) -> Decision:
-    patient = ctx.facts.patient
-    if patient.problem:
-        return Decision(
-            Result.UNKNOWN,
-            f"Patient record: {patient.problem}; age cannot be read. {ADMIN}",
-        )
+@_from_patient("age cannot be read")
+def age(ctx: Context, patient: Demographics) -> Decision:
     birth = patient.birth
     if birth is None:
         text = "No birth date recorded" if patient.birth_text is None else "Birth date unreadable"
@@ -51,13 +67,8 @@ def age(ctx: Context) -> Decision:
 
 
 @criterion("sex", Kind.INCLUSION)
-def sex(ctx: Context) -> Decision:
-    patient = ctx.facts.patient
-    if patient.problem:
-        return Decision(
-            Result.UNKNOWN,
-            f"Patient record: {patient.problem}; sex cannot be read. {ADMIN}",
-        )
+@_from_patient("sex cannot be read")
+def sex(ctx: Context, patient: Demographics) -> Decision:
     gender = patient.gender
     evidence = _patient_evidence(ctx, f"administrative gender {gender or 'not recorded'}")
     if gender == "male":
@@ -76,13 +87,8 @@ def sex(ctx: Context) -> Decision:
 
 
 @criterion("deceased", Kind.EXCLUSION)
-def deceased(ctx: Context) -> Decision:
-    patient = ctx.facts.patient
-    if patient.problem:
-        return Decision(
-            Result.UNKNOWN,
-            f"Patient record: {patient.problem}; vital status unknown. {ADMIN}",
-        )
+@_from_patient("vital status unknown")
+def deceased(ctx: Context, patient: Demographics) -> Decision:
     if patient.deceased_flag is True:
         return Decision(
             Result.MET, "Patient is recorded as deceased.", _patient_evidence(ctx, "deceased")

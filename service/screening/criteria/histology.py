@@ -61,40 +61,36 @@ def named_unconfirmed(facts: list[ClinicalFact]) -> str:
     return join_names(
         [
             f"{f.label}, recorded as {_article(verification(f))} {verification(f)} diagnosis"
-            f"{_dated(f)}"
+            f"{f.dated}"
             for f in facts
         ]
     )
-
-
-def _dated(fact: ClinicalFact) -> str:
-    return f" ({fact.day})" if fact.day else ""
 
 
 def _article(word: str | None) -> str:
     return "an" if word and word[0] in "aeiou" else "a"
 
 
+# The histology value sets, in the order their categories are listed in reasons.
+_CATEGORY_SETS = (
+    ("histology-adenocarcinoma", ADENO),
+    ("histology-acinar-cell", ACINAR_CELL),
+    ("histology-ductal", DUCTAL),
+    ("histology-excluded", SMALL_CELL),  # excluded and not ductal: small-cell
+    ("histology-neuroendocrine-uncertain", NE_UNCERTAIN),
+    ("prostate-other-histology", OTHER),
+)
+
+
 def _categories_of(ctx: Context, concept: Any) -> list[str]:
     sets = ctx.mappings.valuesets
-
-    def has(name: str) -> bool:
-        valueset = sets.get(name)
-        return valueset is not None and valueset.matches(concept)
-
-    found = []
-    if has("histology-adenocarcinoma"):
-        found.append(ADENO)
-    if has("histology-acinar-cell"):
-        found.append(ACINAR_CELL)
-    if has("histology-ductal"):
-        found.append(DUCTAL)
-    elif has("histology-excluded"):
-        found.append(SMALL_CELL)
-    if has("histology-neuroendocrine-uncertain"):
-        found.append(NE_UNCERTAIN)
-    if has("prostate-other-histology"):
-        found.append(OTHER)
+    found = [
+        category
+        for name, category in _CATEGORY_SETS
+        if (valueset := sets.get(name)) is not None and valueset.matches(concept)
+    ]
+    if DUCTAL in found and SMALL_CELL in found:  # an excluded code that is ductal is not small-cell
+        found.remove(SMALL_CELL)
     return found
 
 
@@ -134,7 +130,7 @@ def find_histology(ctx: Context) -> HistologyFinding:
             else f", recorded as {_article(verification(fact))} {verification(fact)} diagnosis"
         )
         for category in _categories_of(ctx, fact.resource.get("code")):
-            record(category, f"{fact.label}{_dated(fact)}{status}", confirmed)
+            record(category, f"{fact.label}{fact.dated}{status}", confirmed)
         for extension in fact.resource.get("extension") or []:
             if extension.get("url") == MCODE_HISTOLOGY_EXTENSION:
                 value = extension.get("valueCodeableConcept")
@@ -253,7 +249,7 @@ def _decide(
     histology (with it the patient has a diagnosis, without it none: it alone decides)."""
     finding = find_histology(ctx)
     evidence = tuple(finding.evidence)
-    names = join_names([f"{f.label}{_dated(f)}" for f in finding.prostate])
+    names = join_names([f"{f.label}{f.dated}" for f in finding.prostate])
     result, text = decide(finding.confirmed, names)
     with_all, _ = decide(finding.categories, names)
     doubtful = list(finding.unconfirmed)
@@ -283,7 +279,7 @@ def histology(ctx: Context) -> Decision:
         reason = "No prostate cancer diagnosis recorded."
         evidence: tuple[Evidence, ...] = ()
         if finding.traps:
-            names = join_names([f"{t.label}{_dated(t)}" for t in finding.traps])
+            names = join_names([f"{t.label}{t.dated}" for t in finding.traps])
             reason += f" {names} is a malignancy involving the prostate from another primary, not prostate cancer."
             evidence = tuple(t.evidence for t in finding.traps)
         return Decision(Result.NOT_MET, reason, evidence)

@@ -101,12 +101,40 @@ def _grouped(items: list[str]) -> list[str]:
     return lines
 
 
-def _no_evidence(ctx: Context, progression: Progression) -> str:
+def _zero_in_doubt(progression: Progression, head: str, details: str, days: int) -> str | None:
+    """Why a count of [0, 0] does not rule the patient out, if it does not: PET alone, a size
+    rule alone, or another source showing progression in the same window (criteria.md §4)."""
+    primary = progression.primary
+    if primary is not None and primary.pet_only:
+        return (
+            f"{head}. PET alone never rules a patient out: conventional imaging needed."
+            f"{details} {CHASE_IMAGING.format(days=days)}"
+        )
+    if progression.set_aside:
+        return (
+            f"{head}, but only because findings were set aside for their size; a size rule "
+            f"alone never rules out.{details} Chase: the radiologist's reading of these "
+            "lesions (radiology report)."
+        )
+    progressing = [s.text for s in progression.sources[1:] if s.low >= 1]
+    if progressing:
+        # contradictory evidence is ambiguous (criteria.md §1.1): never ruled out on it
+        return (
+            f"{head}, but {join_names(progressing)} shows progression in the same window."
+            f"{details} Chase: the radiologist's lesion count on the most recent "
+            "conventional imaging (radiology report or tumour-board form)."
+        )
+    return None
+
+
+def _not_in_window(ctx: Context, progression: Progression, too_old_note: str = "") -> str:
+    """'No imaging evidence of progression within 42 days before ...', naming what was set
+    aside as too old."""
     days = ctx.params.imaging_window_days
     text = f"No imaging evidence of progression within {days} days before {ctx.as_of}"
     if progression.outside_window_text is not None:
-        text += f"; set aside as too old: {progression.outside_window_text} (new imaging needed)"
-    return text + "." + _details(progression) + " " + CHASE_IMAGING.format(days=days)
+        text += f"; set aside as too old: {progression.outside_window_text}{too_old_note}"
+    return text + "."
 
 
 def _conflict(ctx: Context, progression: Progression) -> str:
@@ -126,7 +154,9 @@ def oligoprogression(ctx: Context) -> Decision:
     days = ctx.params.imaging_window_days
     evidence = tuple(progression.evidence)
     if not progression.sources:
-        return Decision(Result.UNKNOWN, _no_evidence(ctx, progression))
+        reason = _not_in_window(ctx, progression, " (new imaging needed)")
+        reason += f"{_details(progression)} {CHASE_IMAGING.format(days=days)}"
+        return Decision(Result.UNKNOWN, reason)
     if progression.conflict:
         return Decision(Result.UNKNOWN, _conflict(ctx, progression), evidence)
     head, details = _head(ctx, progression), _details(progression)
@@ -143,28 +173,9 @@ def oligoprogression(ctx: Context) -> Decision:
         return Decision(Result.NOT_MET, f"{head}: more than {limit}.{details}", evidence)
     primary = progression.primary
     if high == 0:
-        if primary is not None and primary.pet_only:
-            reason = (
-                f"{head}. PET alone never rules a patient out: conventional imaging needed."
-                f"{details} {CHASE_IMAGING.format(days=days)}"
-            )
-            return Decision(Result.UNKNOWN, reason, evidence)
-        if progression.set_aside:
-            reason = (
-                f"{head}, but only because findings were set aside for their size; a size rule "
-                f"alone never rules out.{details} Chase: the radiologist's reading of these "
-                "lesions (radiology report)."
-            )
-            return Decision(Result.UNKNOWN, reason, evidence)
-        progressing = [s.text for s in progression.sources[1:] if s.low >= 1]
-        if progressing:
-            # contradictory evidence is ambiguous (criteria.md §1.1): never ruled out on it
-            reason = (
-                f"{head}, but {join_names(progressing)} shows progression in the same window."
-                f"{details} Chase: the radiologist's lesion count on the most recent "
-                "conventional imaging (radiology report or tumour-board form)."
-            )
-            return Decision(Result.UNKNOWN, reason, evidence)
+        doubt = _zero_in_doubt(progression, head, details, days)
+        if doubt:
+            return Decision(Result.UNKNOWN, doubt, evidence)
         return Decision(Result.NOT_MET, f"{head}: no progression.{details}", evidence)
     if low >= 1 and high is not None and high <= limit:
         castration = progression.castration
@@ -203,13 +214,9 @@ def oligoprogression(ctx: Context) -> Decision:
 def polyprogression(ctx: Context) -> Decision:
     progression = find_progression(ctx)
     limit = ctx.params.max_progressive_lesions
-    days = ctx.params.imaging_window_days
     evidence = tuple(progression.evidence)
     if not progression.sources:
-        text = f"No imaging evidence of progression within {days} days before {ctx.as_of}"
-        if progression.outside_window_text is not None:
-            text += f"; set aside as too old: {progression.outside_window_text}"
-        return Decision(Result.NOT_MET, text + ".")
+        return Decision(Result.NOT_MET, _not_in_window(ctx, progression))
     if progression.conflict:
         return Decision(Result.UNKNOWN, _conflict(ctx, progression), evidence)
     head, details = _head(ctx, progression), _details(progression)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.screening.context import Context, join_names, most_recent_first, once_per_screen
 from service.screening.criterion import criterion
-from service.screening.decision import Decision, Kind, Result
+from service.screening.decision import Decision, Evidence, Kind, Result
 from service.screening.facts import ClinicalFact
 from service.screening.nearmiss import near_miss_note
 from service.screening.therapy import is_ongoing
@@ -166,32 +167,59 @@ def _days_ago(ctx: Context, fact: ClinicalFact) -> str:
     return f" ({(ctx.as_of - fact.day.earliest).days} days before)" if fact.day else ""
 
 
+Evidences = tuple[Evidence, ...]
+# What a criterion says when the latest result in the window can be compared with the threshold:
+# (ctx, finding, head of the reason, its evidence, the threshold in words) -> its decision.
+Question = Callable[[Context, TestosteroneFinding, str, Evidences, str], Decision]
+
+
+def _ask(
+    ctx: Context, question: Question, none: Callable[[Context, TestosteroneFinding], Decision]
+) -> Decision:
+    """The same measurement, two questions: a missing result (`none`) and a latest result that
+    cannot be compared with the threshold are answered here, the comparison by `question`."""
+    finding = find_testosterone(ctx)
+    if finding.latest is None:
+        return none(ctx, finding)
+    days = ctx.params.testosterone_window_days
+    head = f"{_describe_latest(finding)} (most recent within {days} days)"
+    evidence = (finding.latest.evidence,)
+    if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
+        return _repeat(f"{head}: {finding.problem}.", finding, evidence)
+    return question(ctx, finding, head, evidence, f"{ctx.params.castrate_ng_dl:g} ng/dL")
+
+
+def _repeat(reason: str, finding: TestosteroneFinding, evidence: Evidences) -> Decision:
+    """`unknown`: the latest result cannot be compared with the threshold; ask for a repeat."""
+    return Decision(Result.UNKNOWN, f"{reason}{_context_notes(finding)} {REPEAT}", evidence)
+
+
 @criterion("castrate-testosterone", Kind.INCLUSION, reads=TESTOSTERONE_CONCEPTS)
 def castrate_testosterone(ctx: Context) -> Decision:
-    finding = find_testosterone(ctx)
-    threshold = ctx.params.castrate_ng_dl
+    return _ask(ctx, _below_threshold, _none_to_judge)
+
+
+def _none_to_judge(ctx: Context, finding: TestosteroneFinding) -> Decision:
     days = ctx.params.testosterone_window_days
-    limit = f"{threshold:g} ng/dL"
-    if finding.latest is None:
-        evidence = (finding.last_outside_window.evidence,) if finding.last_outside_window else ()
-        reason = (
-            _no_result(ctx, finding)
-            + near_miss_note(ctx, "castrate-testosterone", days)
-            + f" Chase: a total testosterone from the last {days} days (hospital laboratory or GP)."
-        )
-        return Decision(Result.UNKNOWN, reason, evidence)
-    evidence = (finding.latest.evidence,)
-    head = f"{_describe_latest(finding)} (most recent within {days} days)"
-    if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
-        reason = f"{head}: {finding.problem}.{_context_notes(finding)} {REPEAT}"
-        return Decision(Result.UNKNOWN, reason, evidence)
+    evidence = (finding.last_outside_window.evidence,) if finding.last_outside_window else ()
+    reason = (
+        _no_result(ctx, finding)
+        + near_miss_note(ctx, "castrate-testosterone", days)
+        + f" Chase: a total testosterone from the last {days} days (hospital laboratory or GP)."
+    )
+    return Decision(Result.UNKNOWN, reason, evidence)
+
+
+def _below_threshold(
+    ctx: Context, finding: TestosteroneFinding, head: str, evidence: Evidences, limit: str
+) -> Decision:
+    assert finding.measured is not None
     near = _near_threshold(ctx, finding)
     if near:
         return Decision(Result.UNKNOWN, _threshold_reason(ctx, finding, head, near), evidence)
-    castrate = is_castrate(finding.measured, threshold)
+    castrate = is_castrate(finding.measured, ctx.params.castrate_ng_dl)
     if castrate is None:
-        reason = f"{head} does not show whether it is below {limit}."
-        return Decision(Result.UNKNOWN, f"{reason}{_context_notes(finding)} {REPEAT}", evidence)
+        return _repeat(f"{head} does not show whether it is below {limit}.", finding, evidence)
     if castrate:
         return Decision(Result.MET, f"{head}, below {limit}." + _context_notes(finding), evidence)
     reason = f"{head}, not below {limit}: not castrate." + _context_notes(finding)
@@ -200,17 +228,13 @@ def castrate_testosterone(ctx: Context) -> Decision:
 
 @criterion("testosterone-above-castrate", Kind.EXCLUSION, reads=TESTOSTERONE_CONCEPTS)
 def testosterone_above_castrate(ctx: Context) -> Decision:
-    finding = find_testosterone(ctx)
-    threshold = ctx.params.castrate_ng_dl
-    days = ctx.params.testosterone_window_days
-    limit = f"{threshold:g} ng/dL"
-    if finding.latest is None:
-        return Decision(Result.NOT_MET, _no_result(ctx, finding))
-    evidence = (finding.latest.evidence,)
-    head = f"{_describe_latest(finding)} (most recent within {days} days)"
-    if finding.problem or finding.measured is None or finding.measured.ng_dl is None:
-        reason = f"{head}: {finding.problem}.{_context_notes(finding)} {REPEAT}"
-        return Decision(Result.UNKNOWN, reason, evidence)
+    return _ask(ctx, _above_threshold, lambda c, f: Decision(Result.NOT_MET, _no_result(c, f)))
+
+
+def _above_threshold(
+    ctx: Context, finding: TestosteroneFinding, head: str, evidence: Evidences, limit: str
+) -> Decision:
+    assert finding.measured is not None
     near = _near_threshold(ctx, finding)
     if near == "rose" and finding.earlier_castrate:
         both = (*evidence, finding.earlier_castrate[0].evidence)
@@ -218,10 +242,9 @@ def testosterone_above_castrate(ctx: Context) -> Decision:
     if near == "at":
         reason = f"{head}: at the threshold of {limit}, not above it." + _context_notes(finding)
         return Decision(Result.NOT_MET, reason, evidence)
-    above = is_above_castrate(finding.measured, threshold)
+    above = is_above_castrate(finding.measured, ctx.params.castrate_ng_dl)
     if above is None:
-        reason = f"{head} does not show whether it is above {limit}."
-        return Decision(Result.UNKNOWN, f"{reason}{_context_notes(finding)} {REPEAT}", evidence)
+        return _repeat(f"{head} does not show whether it is above {limit}.", finding, evidence)
     if above:
         return Decision(Result.MET, f"{head}, above {limit}." + _context_notes(finding), evidence)
     return Decision(
