@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy import ColumnElement, Select, and_, exists, or_, select
 from sqlalchemy.orm import Session
 
 from service.store.base import StoreBase, aware, check_limit, short
@@ -47,7 +47,7 @@ PATIENTS = WorkQueue(
 NO_CLAIM: Mapping[str, None] = {"claimed_at": None, "claimed_by": None, "lease_expires_at": None}
 
 
-def active_runs() -> Any:
+def active_runs() -> Select[str]:
     """The ids of the runs still queued or running (a subquery)."""
     return select(Run.id).where(Run.status.in_(ACTIVE_RUN_STATUSES))
 
