@@ -33,21 +33,13 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
+from service import codesystems as cs
+
 Resource = dict[str, Any]
 T = TypeVar("T")
 
-LOINC = "http://loinc.org"
-SCT = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
 ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
 SCREEN = "https://medcare-screen.org/fhir/CodeSystem/screening"
-OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
-COND_CATEGORY = "http://terminology.hl7.org/CodeSystem/condition-category"
-COND_CLINICAL = "http://terminology.hl7.org/CodeSystem/condition-clinical"
-COND_VERIFICATION = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 MRN_SYSTEM = "https://medcare-screen.org/fhir/bench/mrn"
 
@@ -74,37 +66,49 @@ class Mix:
 
 
 # --- vocabulary ----------------------------------------------------------------------------
-# (code, display, UCUM unit, low, high, decimals)
-VITALS = (
-    ("8867-4", "Heart rate", "/min", 55, 100, 0),
-    ("9279-1", "Respiratory rate", "/min", 12, 20, 0),
-    ("29463-7", "Body weight", "kg", 60, 110, 1),
-    ("8302-2", "Body height", "cm", 160, 192, 1),
-    ("39156-5", "Body mass index (BMI) [Ratio]", "kg/m2", 20, 35, 1),
-    ("8310-5", "Body temperature", "Cel", 36.1, 37.6, 1),
-    ("2708-6", "Oxygen saturation in Arterial blood", "%", 93, 100, 0),
-)
+def _table(text: str) -> tuple[tuple[Any, ...], ...]:
+    """Rows of `cell | cell | ...` lines, numbers read as int or float: a vocabulary reads as the
+    table it is rather than as rows of Python tuples."""
+    return tuple(
+        tuple(_cell(cell) for cell in line.split("|")) for line in text.strip().splitlines()
+    )
+
+
+def _cell(text: str) -> str | int | float:
+    text = text.strip()
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return text
+
+
+# code | display | UCUM unit | low | high | decimals
+VITALS = _table("""
+8867-4  | Heart rate                          | /min  | 55   | 100  | 0
+9279-1  | Respiratory rate                    | /min  | 12   | 20   | 0
+29463-7 | Body weight                         | kg    | 60   | 110  | 1
+8302-2  | Body height                         | cm    | 160  | 192  | 1
+39156-5 | Body mass index (BMI) [Ratio]       | kg/m2 | 20   | 35   | 1
+8310-5  | Body temperature                    | Cel   | 36.1 | 37.6 | 1
+2708-6  | Oxygen saturation in Arterial blood | %     | 93   | 100  | 0
+""")
 BLOOD_PRESSURE = ("85354-9", "Blood pressure panel with all children optional")
 SYSTOLIC = ("8480-6", "Systolic blood pressure", 105, 165)
 DIASTOLIC = ("8462-4", "Diastolic blood pressure", 60, 95)
-LABS = (
-    ("718-7", "Hemoglobin [Mass/volume] in Blood", "g/dL", 10.5, 16.5, 1),
-    ("6690-2", "Leukocytes [#/volume] in Blood by Automated count", "10*3/uL", 3.5, 11, 1),
-    ("777-3", "Platelets [#/volume] in Blood by Automated count", "10*3/uL", 140, 420, 0),
-    ("2345-7", "Glucose [Mass/volume] in Serum or Plasma", "mg/dL", 70, 180, 0),
-    ("2160-0", "Creatinine [Mass/volume] in Serum or Plasma", "mg/dL", 0.6, 1.8, 2),
-    ("2951-2", "Sodium [Moles/volume] in Serum or Plasma", "mmol/L", 134, 146, 0),
-    ("2823-3", "Potassium [Moles/volume] in Serum or Plasma", "mmol/L", 3.4, 5.2, 1),
-    (
-        "6768-6",
-        "Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma",
-        "U/L",
-        40,
-        400,
-        0,
-    ),
-    ("2857-1", "Prostate specific Ag [Mass/volume] in Serum or Plasma", "ng/mL", 0.1, 80, 2),
-)
+# code | display | UCUM unit | low | high | decimals
+LABS = _table("""
+718-7  | Hemoglobin [Mass/volume] in Blood                                   | g/dL    | 10.5 | 16.5 | 1
+6690-2 | Leukocytes [#/volume] in Blood by Automated count                   | 10*3/uL | 3.5  | 11   | 1
+777-3  | Platelets [#/volume] in Blood by Automated count                    | 10*3/uL | 140  | 420  | 0
+2345-7 | Glucose [Mass/volume] in Serum or Plasma                            | mg/dL   | 70   | 180  | 0
+2160-0 | Creatinine [Mass/volume] in Serum or Plasma                         | mg/dL   | 0.6  | 1.8  | 2
+2951-2 | Sodium [Moles/volume] in Serum or Plasma                            | mmol/L  | 134  | 146  | 0
+2823-3 | Potassium [Moles/volume] in Serum or Plasma                         | mmol/L  | 3.4  | 5.2  | 1
+6768-6 | Alkaline phosphatase [Enzymatic activity/volume] in Serum or Plasma | U/L     | 40   | 400  | 0
+2857-1 | Prostate specific Ag [Mass/volume] in Serum or Plasma               | ng/mL   | 0.1  | 80   | 2
+""")
 ENCOUNTER_TYPES = (
     ("185349003", "Encounter for check up (procedure)"),
     ("390906007", "Follow-up encounter (procedure)"),
@@ -145,27 +149,27 @@ NOISE_PROCEDURES = (
 )
 # Prostate cancer Conditions: (weight, codings, text). Histology mix of a real clinic.
 PCA_VARIANTS: tuple[tuple[float, tuple[tuple[str, str, str], ...], str], ...] = (
-    (0.62, ((SCT, "399490008", "Adenocarcinoma of prostate"), (ICDO3, "8140/3", "Adenocarcinoma, NOS")), "Adenocarcinoma of prostate"),
-    (0.10, ((SCT, "399490008", "Adenocarcinoma of prostate"),), "Adenocarcinoma of prostate"),
-    (0.08, ((ICD10CM, "C61", "Malignant neoplasm of prostate"),), "Prostate cancer"),
-    (0.06, ((SCT, "254900004", "Carcinoma of prostate"),), "Carcinoma of prostate"),
-    (0.04, ((SCT, "427492003", "Hormone refractory prostate cancer"), (ICDO3, "8140/3", "Adenocarcinoma, NOS")), "Castration-resistant prostate adenocarcinoma"),
-    (0.04, ((ICD10CM, "C61", "Malignant neoplasm of prostate"), (ICDO3, "8574/3", "Adenocarcinoma with neuroendocrine differentiation")), "Prostate adenocarcinoma with neuroendocrine differentiation"),
-    (0.03, ((ICD10CM, "C61", "Malignant neoplasm of prostate"), (ICDO3, "8500/3", "Infiltrating duct carcinoma, NOS")), "Ductal adenocarcinoma of prostate"),
-    (0.03, ((SCT, "1208457007", "Small cell neuroendocrine carcinoma of prostate"),), "Small cell carcinoma of prostate"),
+    (0.62, ((cs.SNOMED, "399490008", "Adenocarcinoma of prostate"), (ICDO3, "8140/3", "Adenocarcinoma, NOS")), "Adenocarcinoma of prostate"),
+    (0.10, ((cs.SNOMED, "399490008", "Adenocarcinoma of prostate"),), "Adenocarcinoma of prostate"),
+    (0.08, ((cs.ICD10_CM, "C61", "Malignant neoplasm of prostate"),), "Prostate cancer"),
+    (0.06, ((cs.SNOMED, "254900004", "Carcinoma of prostate"),), "Carcinoma of prostate"),
+    (0.04, ((cs.SNOMED, "427492003", "Hormone refractory prostate cancer"), (ICDO3, "8140/3", "Adenocarcinoma, NOS")), "Castration-resistant prostate adenocarcinoma"),
+    (0.04, ((cs.ICD10_CM, "C61", "Malignant neoplasm of prostate"), (ICDO3, "8574/3", "Adenocarcinoma with neuroendocrine differentiation")), "Prostate adenocarcinoma with neuroendocrine differentiation"),
+    (0.03, ((cs.ICD10_CM, "C61", "Malignant neoplasm of prostate"), (ICDO3, "8500/3", "Infiltrating duct carcinoma, NOS")), "Ductal adenocarcinoma of prostate"),
+    (0.03, ((cs.SNOMED, "1208457007", "Small cell neuroendocrine carcinoma of prostate"),), "Small cell carcinoma of prostate"),
 )  # fmt: skip
 METASTASES = (
-    (SCT, "94222008", "Metastatic malignant neoplasm to bone"),
-    (SCT, "94602001", "Metastatic malignant neoplasm to vertebral column"),
-    (SCT, "94478006", "Metastatic malignant neoplasm to pelvic bone"),
+    (cs.SNOMED, "94222008", "Metastatic malignant neoplasm to bone"),
+    (cs.SNOMED, "94602001", "Metastatic malignant neoplasm to vertebral column"),
+    (cs.SNOMED, "94478006", "Metastatic malignant neoplasm to pelvic bone"),
     (
-        ICD10CM,
+        cs.ICD10_CM,
         "C77.2",
         "Secondary and unspecified malignant neoplasm of intra-abdominal lymph nodes",
     ),
-    (SCT, "94350006", "Metastatic malignant neoplasm to intrapelvic lymph nodes"),
-    (SCT, "94391008", "Metastatic malignant neoplasm to lung"),
-    (ICD10CM, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct"),
+    (cs.SNOMED, "94350006", "Metastatic malignant neoplasm to intrapelvic lymph nodes"),
+    (cs.SNOMED, "94391008", "Metastatic malignant neoplasm to lung"),
+    (cs.ICD10_CM, "C78.7", "Secondary malignant neoplasm of liver and intrahepatic bile duct"),
 )
 LESION_LOCATIONS = (
     ("bone", "Bone (M1b)", "Left iliac bone"),
@@ -182,15 +186,19 @@ TESTOSTERONE_LABS = (
     (0.10, "2986-8", "Testosterone [Mass/volume] in Serum or Plasma", "ng/mL", 0.01),
     (0.05, "49041-7", "Testosterone [Mass/volume] in Serum or Plasma by Detection limit <= 1.0 ng/dL", "ng/dL", 1.0),
 )  # fmt: skip
-LEUPROLIDE_1M = (RXNORM, "752899", "0.25 ML leuprolide acetate 30 MG/ML Prefilled Syringe")
-LEUPROLIDE_3M = (RXNORM, "1946519", "3-Month 1.5 ML leuprolide acetate 20 MG/ML Prefilled Syringe")
-GOSERELIN_3M = (RXNORM, "314008", "goserelin 10.8 MG Drug Implant")
-DEGARELIX = (RXNORM, "828751", "degarelix 120 MG Injection")
-ABIRATERONE = (RXNORM, "1100075", "abiraterone acetate 250 MG Oral Tablet")
-ENZALUTAMIDE = (ATC, "L02BB04", "enzalutamide")
-BICALUTAMIDE = (RXNORM, "199123", "bicalutamide 50 MG Oral Tablet")
-DOCETAXEL = (RXNORM, "1860480", "1 ML docetaxel 20 MG/ML Injection")
-OLAPARIB = (ATC, "L01XK01", "olaparib")
+LEUPROLIDE_1M = (cs.RXNORM, "752899", "0.25 ML leuprolide acetate 30 MG/ML Prefilled Syringe")
+LEUPROLIDE_3M = (
+    cs.RXNORM,
+    "1946519",
+    "3-Month 1.5 ML leuprolide acetate 20 MG/ML Prefilled Syringe",
+)
+GOSERELIN_3M = (cs.RXNORM, "314008", "goserelin 10.8 MG Drug Implant")
+DEGARELIX = (cs.RXNORM, "828751", "degarelix 120 MG Injection")
+ABIRATERONE = (cs.RXNORM, "1100075", "abiraterone acetate 250 MG Oral Tablet")
+ENZALUTAMIDE = (cs.ATC, "L02BB04", "enzalutamide")
+BICALUTAMIDE = (cs.RXNORM, "199123", "bicalutamide 50 MG Oral Tablet")
+DOCETAXEL = (cs.RXNORM, "1860480", "1 ML docetaxel 20 MG/ML Injection")
+OLAPARIB = (cs.ATC, "L01XK01", "olaparib")
 
 
 # --- small builders ------------------------------------------------------------------------
@@ -210,7 +218,7 @@ def category(system: str, code: str, display: str) -> list[dict[str, Any]]:
 
 
 def quantity(value: float, unit: str, comparator: str | None = None) -> dict[str, Any]:
-    q: dict[str, Any] = {"value": value, "unit": unit, "system": UCUM, "code": unit}
+    q: dict[str, Any] = {"value": value, "unit": unit, "system": cs.UCUM, "code": unit}
     if comparator is not None:
         q["comparator"] = comparator
     return q
@@ -257,7 +265,7 @@ class PatientBuilder:
     ) -> Resource:
         r: Resource = {"resourceType": "Observation", "id": self.new_id(tag), "status": "final"}
         if cat is not None:
-            r["category"] = category(OBS_CATEGORY, *cat)
+            r["category"] = category(cs.OBSERVATION_CATEGORY, *cat)
         r["code"] = code
         r["subject"] = self.subject
         if encounter is not None:
@@ -280,11 +288,11 @@ class PatientBuilder:
             {
                 "resourceType": "Condition",
                 "id": self.new_id(tag),
-                "clinicalStatus": {"coding": [{"system": COND_CLINICAL, "code": clinical}]},
+                "clinicalStatus": {"coding": [{"system": cs.CONDITION_CLINICAL, "code": clinical}]},
                 "verificationStatus": {
-                    "coding": [{"system": COND_VERIFICATION, "code": "confirmed"}]
+                    "coding": [{"system": cs.CONDITION_VER_STATUS, "code": "confirmed"}]
                 },
-                "category": category(COND_CATEGORY, cat, display),
+                "category": category(cs.CONDITION_CATEGORY, cat, display),
                 "code": code,
                 "subject": self.subject,
                 "onsetDateTime": onset.isoformat(),
@@ -422,6 +430,24 @@ def _patient(b: PatientBuilder) -> None:
     b.add(patient)
 
 
+def _measurements(
+    b: PatientBuilder,
+    tag: str,
+    cat: tuple[str, str],
+    rows: tuple[tuple[Any, ...], ...],
+    when: date,
+    encounter: str,
+) -> None:
+    """One Observation per row of a vocabulary table (VITALS, LABS), its value drawn in the row's
+    range and rounded to the row's decimals."""
+    for loinc, name, unit, lo, hi, decimals in rows:
+        value = round(b.rng.uniform(lo, hi), decimals)
+        b.observation(
+            tag, concept((cs.LOINC, loinc, name), text=name), when, cat, encounter,
+            valueQuantity=quantity(value, unit),
+        )  # fmt: skip
+
+
 def _noise(b: PatientBuilder, mix: Mix, history_days: int) -> list[tuple[str, int]]:
     """Visits with vital signs and routine labs, chronic conditions and drugs, routine procedures.
 
@@ -442,47 +468,37 @@ def _noise(b: PatientBuilder, mix: Mix, history_days: int) -> list[tuple[str, in
                 "id": enc_id,
                 "status": "finished",
                 "class": {"system": ACT_CODE, "code": "AMB", "display": "ambulatory"},
-                "type": [concept((SCT, code, display), text=display)],
+                "type": [concept((cs.SNOMED, code, display), text=display)],
                 "subject": b.subject,
                 "period": {"start": start, "end": start[:11] + "19:00:00+01:00"},
             }
         )
         visits.append((enc_id, days))
-        for loinc, name, unit, lo, hi, decimals in VITALS:
-            value = round(rng.uniform(lo, hi), decimals)
-            b.observation(
-                "vs", concept((LOINC, loinc, name), text=name), when,
-                ("vital-signs", "Vital Signs"), enc_id, valueQuantity=quantity(value, unit),
-            )  # fmt: skip
+        _measurements(b, "vs", ("vital-signs", "Vital Signs"), VITALS, when, enc_id)
         components = [
             {
-                "code": concept((LOINC, loinc, name), text=name),
+                "code": concept((cs.LOINC, loinc, name), text=name),
                 "valueQuantity": quantity(rng.randint(lo, hi), "mm[Hg]"),
             }
             for loinc, name, lo, hi in (SYSTOLIC, DIASTOLIC)
         ]
         b.observation(
-            "bp", concept((LOINC, *BLOOD_PRESSURE), text="Blood pressure"), when,
+            "bp", concept((cs.LOINC, *BLOOD_PRESSURE), text="Blood pressure"), when,
             ("vital-signs", "Vital Signs"), enc_id, component=components,
         )  # fmt: skip
         if rng.random() < mix.lab_panel_rate:
-            for loinc, name, unit, lo, hi, decimals in LABS:
-                value = round(rng.uniform(lo, hi), decimals)
-                b.observation(
-                    "lab", concept((LOINC, loinc, name), text=name), when,
-                    ("laboratory", "Laboratory"), enc_id, valueQuantity=quantity(value, unit),
-                )  # fmt: skip
+            _measurements(b, "lab", ("laboratory", "Laboratory"), LABS, when, enc_id)
     low, high = mix.unrelated_conditions
     n_conditions = round(rng.randint(low, high) * min(mix.noise, 1.0))
     for code, display in rng.sample(
         UNRELATED_CONDITIONS, min(n_conditions, len(UNRELATED_CONDITIONS))
     ):
-        b.condition("cond", concept((SCT, code, display), text=display.split(" (")[0]),
+        b.condition("cond", concept((cs.SNOMED, code, display), text=display.split(" (")[0]),
                     b.day(rng.randint(30, history_days)))  # fmt: skip
     low, high = mix.chronic_drugs
     n_drugs = round(rng.randint(low, high) * min(mix.noise, 1.0))
     for rxcui, display in rng.sample(CHRONIC_DRUGS, n_drugs):
-        drug = (RXNORM, rxcui, display)
+        drug = (cs.RXNORM, rxcui, display)
         # a prescription (and refills) at about every third visit
         for enc_id, days in visits[rng.randrange(3) :: 3]:
             status = "active" if days < 120 else "completed"
@@ -490,7 +506,7 @@ def _noise(b: PatientBuilder, mix: Mix, history_days: int) -> list[tuple[str, in
         if rng.random() < 0.3:
             b.statement(drug, "active", b.day(rng.randint(365, history_days)))
     for code, display in rng.sample(NOISE_PROCEDURES, rng.randint(1, 3)):
-        b.procedure((SCT, code, display), b.day(rng.randint(30, history_days)))
+        b.procedure((cs.SNOMED, code, display), b.day(rng.randint(30, history_days)))
     return visits
 
 
@@ -501,30 +517,32 @@ def _cancer(b: PatientBuilder, diagnosis_days: int) -> None:
     b.condition(
         "pca", concept(*codings, text=text), b.day(diagnosis_days), cat="encounter-diagnosis"
     )
-    b.procedure((SCT, "65575008", "Biopsy of prostate"), b.day(diagnosis_days + 14))
+    b.procedure((cs.SNOMED, "65575008", "Biopsy of prostate"), b.day(diagnosis_days + 14))
     primary = rng.random()
     treated = b.day(diagnosis_days - rng.randint(30, 120))
     if primary < 0.5:
-        b.procedure((SCT, "26294005", "Radical prostatectomy"), treated)
+        b.procedure((cs.SNOMED, "26294005", "Radical prostatectomy"), treated)
     elif primary < 0.8:
-        site = concept((SCT, "41216001", "Prostatic structure"), text="Prostate")
+        site = concept((cs.SNOMED, "41216001", "Prostatic structure"), text="Prostate")
         b.procedure(
-            (SCT, "1156506007", "External beam radiation therapy using photons"), treated, site
+            (cs.SNOMED, "1156506007", "External beam radiation therapy using photons"),
+            treated,
+            site,
         )
     elif primary < 0.85:
-        b.procedure((SCT, "113120007", "Interstitial brachytherapy"), treated)
+        b.procedure((cs.SNOMED, "113120007", "Interstitial brachytherapy"), treated)
     for met in rng.sample(METASTASES, rng.choice((1, 1, 2, 2, 3))):
         onset = rng.choice((rng.randint(1, 40), rng.randint(60, diagnosis_days)))
         b.condition("met", concept(met, text=met[2]), b.day(onset))
     extra = rng.random()
     if extra < 0.02:
-        cord = (ICD10CM, "G95.20", "Unspecified cord compression")
+        cord = (cs.ICD10_CM, "G95.20", "Unspecified cord compression")
         b.condition("cc", concept(cord, text=cord[2]), b.day(rng.randint(5, 200)))
     elif extra < 0.06:
-        colon = (ICD10CM, "C18.9", "Malignant neoplasm of colon, unspecified")
+        colon = (cs.ICD10_CM, "C18.9", "Malignant neoplasm of colon, unspecified")
         b.condition("om", concept(colon, text=colon[2]), b.day(rng.randint(100, 1500)))
     elif extra < 0.10:
-        bcc = (ICD10CM, "C44.91", "Basal cell carcinoma of skin, unspecified")
+        bcc = (cs.ICD10_CM, "C44.91", "Basal cell carcinoma of skin, unspecified")
         b.condition("om", concept(bcc, text=bcc[2]), b.day(rng.randint(100, 1500)), "resolved")
 
 
@@ -551,13 +569,13 @@ def _testosterone(b: PatientBuilder, mix: Mix, adt_days: int) -> None:
             ng_dl, comparator = 20.0, "<"
         value = round(ng_dl * factor, decimals) or round(ng_dl * factor, decimals + 2)
         b.observation(
-            "t", concept((LOINC, code, name), text="Testosterone"), b.day(days),
+            "t", concept((cs.LOINC, code, name), text="Testosterone"), b.day(days),
             ("laboratory", "Laboratory"), valueQuantity=quantity(value, unit, comparator),
         )  # fmt: skip
     if rng.random() < 0.05:  # free testosterone: must never count as total
         free = ("2991-8", "Testosterone Free [Mass/volume] in Serum or Plasma")
         b.observation(
-            "ft", concept((LOINC, *free), text="Free testosterone"), b.day(last + 3),
+            "ft", concept((cs.LOINC, *free), text="Free testosterone"), b.day(last + 3),
             ("laboratory", "Laboratory"), valueQuantity=quantity(round(rng.uniform(1, 9), 1), "pg/mL"),
         )  # fmt: skip
 
@@ -571,12 +589,12 @@ def _performance(b: PatientBuilder, mix: Mix) -> None:
     for days in days_list:
         score = max(0, min(4, base + rng.choice((-1, 0, 0, 0, 1)))) if days != last else base
         if karnofsky:
-            code = concept((LOINC, "89243-0", "Karnofsky Performance Status score"))
+            code = concept((cs.LOINC, "89243-0", "Karnofsky Performance Status score"))
             b.observation(
                 "ps", code, b.day(days), ("survey", "Survey"), valueInteger=100 - 20 * score
             )
         else:
-            code = concept((LOINC, "89247-1", "ECOG Performance Status score"))
+            code = concept((cs.LOINC, "89247-1", "ECOG Performance Status score"))
             b.observation("ps", code, b.day(days), ("survey", "Survey"), valueInteger=score)
 
 
@@ -615,8 +633,8 @@ def _lesions(b: PatientBuilder) -> None:
             ]
     elif kind < 0.85:
         b.observation(
-            "ds", concept((LOINC, "97509-4", "Cancer disease status")), b.day(imaging), None,
-            valueCodeableConcept=concept((SCT, "271299001", "Patient's condition worsened")),
+            "ds", concept((cs.LOINC, "97509-4", "Cancer disease status")), b.day(imaging), None,
+            valueCodeableConcept=concept((cs.SNOMED, "271299001", "Patient's condition worsened")),
         )  # fmt: skip
 
 
@@ -665,7 +683,7 @@ def _therapy(b: PatientBuilder, adt_days: int, visits: list[tuple[str, int]]) ->
             OLAPARIB, "completed", b.day(rng.randint(200, 600)), b.day(rng.randint(60, 199))
         )
     elif excluded < 0.05:
-        b.procedure((SCT, "399315003", "Radionuclide therapy"), b.day(rng.randint(100, 600)))
+        b.procedure((cs.SNOMED, "399315003", "Radionuclide therapy"), b.day(rng.randint(100, 600)))
 
 
 def population(

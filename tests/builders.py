@@ -5,15 +5,14 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
+from service.codesystems import CONDITION_CLINICAL, ICD10_CM, LOINC, SNOMED, UCUM
+from service.codesystems import RXNORM as RXNORM  # re-exported: tests import it from here
 from service.fhir.record import PatientRecord
 
-LOINC = "http://loinc.org"
-SCT = "http://snomed.info/sct"
-ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+# the short names the tests import (service/codesystems.py has the URIs)
+SCT = SNOMED
+ICD10CM = ICD10_CM
 ICDO3 = "http://terminology.hl7.org/CodeSystem/icd-o-3"
-RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
-ATC = "http://www.whocc.no/atc"
-UCUM = "http://unitsofmeasure.org"
 SCREENING = "https://medcare-screen.org/fhir/CodeSystem/screening"
 PATIENT_ID = "t1"
 _ids = count(1)
@@ -71,9 +70,7 @@ def condition(
         **fields,
     }
     if status:
-        resource["clinicalStatus"] = concept(
-            "http://terminology.hl7.org/CodeSystem/condition-clinical", status
-        )
+        resource["clinicalStatus"] = concept(CONDITION_CLINICAL, status)
     return resource
 
 
