@@ -23,6 +23,14 @@ class Kind(StrEnum):
     INFORMATIONAL = "informational"
 
 
+def rules_out(kind: Kind, result: Result) -> bool:
+    """True when a criterion of this kind with this result alone makes the patient ineligible
+    (criteria.md §2): an inclusion not met, or an exclusion met."""
+    return (kind is Kind.INCLUSION and result is Result.NOT_MET) or (
+        kind is Kind.EXCLUSION and result is Result.MET
+    )
+
+
 @dataclass(frozen=True)
 class Evidence:
     """A resource version a decision rests on, with a one-line summary for people."""

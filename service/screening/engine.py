@@ -15,6 +15,7 @@ from service.mapping.model import Mappings
 from service.screening.context import Context
 from service.screening.criteria.histology import find_histology
 from service.screening.criterion import Criterion
+from service.screening.decision import rules_out
 from service.screening.extract import FactExtractor
 from service.screening.lesions.strata import localization as lesion_localization
 from service.screening.lesions.strata import metastases_stratum
@@ -64,10 +65,7 @@ class Screener:
         unreadable = [u for u in ctx.facts.unreadable if u.concepts & concepts]
         if unreadable:
             listed = "; ".join(f"{u.reference} ({u.problem})" for u in unreadable)
-            would_rule_out = (kind is Kind.INCLUSION and result is Result.NOT_MET) or (
-                kind is Kind.EXCLUSION and result is Result.MET
-            )
-            if would_rule_out or (not decision.evidence and result is not Result.MANUAL):
+            if rules_out(kind, result) or (not decision.evidence and result is not Result.MANUAL):
                 result = Result.UNKNOWN
                 reason = (
                     f"{reason} But a resource this depends on could not be read: {listed}. Chase: "

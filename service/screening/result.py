@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from enum import Enum, StrEnum
 from typing import Any
 
-from service.screening.decision import Decision, Evidence, Kind, Result
+from service.screening.decision import Decision, Evidence, Kind, Result, rules_out
 from service.screening.registry import REGISTRY
 
 __all__ = [
@@ -43,8 +44,16 @@ class CriterionResult:
 
     def rules_out(self) -> bool:
         """True when this criterion alone makes the patient ineligible (criteria.md §2)."""
-        return (self.kind is Kind.INCLUSION and self.result is Result.NOT_MET) or (
-            self.kind is Kind.EXCLUSION and self.result is Result.MET
+        return rules_out(self.kind, self.result)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CriterionResult:
+        return cls(
+            id=data["id"],
+            kind=Kind(data["kind"]),
+            result=Result(data["result"]),
+            reason=data["reason"],
+            evidence=tuple(Evidence(e["reference"], e["summary"]) for e in data["evidence"]),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,48 +84,45 @@ class ScreenResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ScreenResult:
         """The inverse of `to_dict` (for results read back from the store's outbox)."""
-        criteria = tuple(
-            CriterionResult(
-                id=c["id"],
-                kind=Kind(c["kind"]),
-                result=Result(c["result"]),
-                reason=c["reason"],
-                evidence=tuple(Evidence(e["reference"], e["summary"]) for e in c["evidence"]),
-            )
-            for c in data["criteria"]
-        )
-        return cls(
-            patient=data["patient"],
-            study=data["study"],
-            as_of=data["as_of"],
-            status=Status(data["status"]),
-            patient_type=data["patient_type"],
-            strata=dict(data["strata"]),
-            needs_review=tuple(data["needs_review"]),
-            missing_data=tuple(data["missing_data"]),
-            criteria=criteria,
-            rules_version=data["rules_version"],
-            software_version=data["software_version"],
-            notes=tuple(data.get("notes", ())),
-        )
+        values = {
+            f.name: _FROM_JSON.get(f.name, _as_is)(data[f.name])
+            for f in fields(cls)
+            if f.name != "notes"
+        }
+        return cls(**values, notes=tuple(data.get("notes", ())))
 
     def criterion(self, criterion_id: str) -> CriterionResult:
         return next(c for c in self.criteria if c.id == criterion_id)
 
     def to_dict(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "patient": self.patient,
-            "study": self.study,
-            "as_of": self.as_of,
-            "status": self.status.value,
-            "patient_type": self.patient_type,
-            "strata": dict(self.strata),
-            "needs_review": list(self.needs_review),
-            "missing_data": list(self.missing_data),
-            "criteria": [c.to_dict() for c in self.criteria],
-            "rules_version": self.rules_version,
-            "software_version": self.software_version,
-        }
-        if self.notes:
-            data["notes"] = list(self.notes)
+        """The JSON of criteria.md §7, its keys in field order; `notes` only when there are."""
+        data = {f.name: _to_json(getattr(self, f.name)) for f in fields(self)}
+        if not self.notes:
+            del data["notes"]
         return data
+
+
+def _to_json(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, CriterionResult):
+        return value.to_dict()
+    if isinstance(value, tuple):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# How the fields that are not plain JSON values are read back (the inverse of _to_json).
+_FROM_JSON: dict[str, Callable[[Any], Any]] = {
+    "status": Status,
+    "strata": dict,
+    "needs_review": tuple,
+    "missing_data": tuple,
+    "criteria": lambda items: tuple(CriterionResult.from_dict(c) for c in items),
+}
