@@ -406,34 +406,36 @@ def _abort(connection: socket.socket, *, wake: bool = False) -> None:
 def rewrite_next_links(payload: bytes, new_url: Callable[[str], str | None]) -> bytes:
     """Every Bundle's `next` link (nested in batch-response entries too) replaced by
     `new_url(old)`; None removes the link."""
-    try:
-        data = json.loads(payload)
-    except ValueError:
-        return payload
 
-    def walk(resource: Any) -> None:
-        if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
-            return
+    def rewrite(bundle: dict[str, Any]) -> None:
         links = []
-        for link in resource.get("link") or []:
+        for link in bundle.get("link") or []:
             if isinstance(link, dict) and link.get("relation") == "next":
                 replaced = new_url(str(link.get("url")))
                 if replaced is None:
                     continue
                 link = {**link, "url": replaced}
             links.append(link)
-        if links or "link" in resource:
-            resource["link"] = links
-        for entry in resource.get("entry") or []:
-            if isinstance(entry, dict):
-                walk(entry.get("resource"))
+        if links or "link" in bundle:
+            bundle["link"] = links
 
-    walk(data)
-    return json.dumps(data).encode()
+    return _each_bundle(payload, rewrite)
 
 
 def add_next_link(payload: bytes, url: Callable[[Request], str], request: Request) -> bytes:
     """Give every searchset Bundle in the answer a `next` link (to `url(request)`)."""
+
+    def add(bundle: dict[str, Any]) -> None:
+        if bundle.get("type") == "searchset":
+            links = [k for k in bundle.get("link") or [] if k.get("relation") != "next"]
+            bundle["link"] = [*links, {"relation": "next", "url": url(request)}]
+
+    return _each_bundle(payload, add)
+
+
+def _each_bundle(payload: bytes, change: Callable[[dict[str, Any]], None]) -> bytes:
+    """The JSON answer with `change` applied to every Bundle in it, outermost first (a batch
+    response and the Bundles in its entries); a body that is not JSON is left as it is."""
     try:
         data = json.loads(payload)
     except ValueError:
@@ -442,9 +444,7 @@ def add_next_link(payload: bytes, url: Callable[[Request], str], request: Reques
     def walk(resource: Any) -> None:
         if not isinstance(resource, dict) or resource.get("resourceType") != "Bundle":
             return
-        if resource.get("type") == "searchset":
-            links = [k for k in resource.get("link") or [] if k.get("relation") != "next"]
-            resource["link"] = [*links, {"relation": "next", "url": url(request)}]
+        change(resource)
         for entry in resource.get("entry") or []:
             if isinstance(entry, dict):
                 walk(entry.get("resource"))

@@ -291,13 +291,18 @@ def forget_subjects(fhir_base: str, patients: list[str]) -> None:
     """Delete our ResearchSubjects of these patients (directly on the server), so a test that
     needs a first write does not depend on what earlier tests (fuzzing included) wrote."""
     for patient in patients:
-        bundle = requests.get(
-            f"{fhir_base}/ResearchSubject",
-            params={"identifier": f"{SUBJECT_SYSTEM}|NCT06585007:{patient}"},
-            headers={"Cache-Control": "no-cache"},
-            timeout=30,
-        ).json()
-        for entry in bundle.get("entry") or []:
-            subject_id = entry["resource"]["id"]
+        for subject in subjects_of(fhir_base, patient):
+            subject_id = subject["id"]
             response = requests.delete(f"{fhir_base}/ResearchSubject/{subject_id}", timeout=30)
             assert response.status_code in (200, 204), response.text
+
+
+def subjects_of(fhir_base: str, patient: str, study: str = "NCT06585007") -> list[dict[str, Any]]:
+    """Our ResearchSubjects of this patient in this study, as the server has them now (no cache)."""
+    bundle = requests.get(
+        f"{fhir_base}/ResearchSubject",
+        params={"identifier": f"{SUBJECT_SYSTEM}|{study}:{patient}"},
+        headers={"Cache-Control": "no-cache"},
+        timeout=30,
+    ).json()
+    return [entry["resource"] for entry in bundle.get("entry") or []]

@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -32,6 +33,27 @@ def runtime(proxy: FaultProxy, sqlite_url: str) -> Iterator[Runtime]:
 
 def _start(runtime: Runtime, patients: list[str], write_back: bool = False) -> str:
     return runtime.start_run("ids", patients, harness.AS_OF, write_back).id
+
+
+def _run(
+    runtime: Runtime, patients: list[str], within_s: float, write_back: bool = False
+) -> tuple[str, dict[str, Any]]:
+    """Start a run of these patients, wait up to `within_s` for its end, check its invariants
+    (harness.check_run): the run's id and its figures."""
+    run_id = _start(runtime, patients, write_back)
+    harness.wait_run(runtime, run_id, within_s)
+    return run_id, harness.check_run(runtime, run_id, patients)
+
+
+def _record(
+    what: str, patients: list[str], figures: dict[str, Any], started: float, **fault: Any
+) -> None:
+    """Record a fault run's figures: its patients, what the fault did, done, failed, seconds."""
+    harness.record(
+        f"fault: {what}", patients=len(patients), **fault,
+        done=figures["done"], failed=figures["failed"],
+        run_seconds=round(time.monotonic() - started, 1),
+    )  # fmt: skip
 
 
 def _patient_in(request: Request, patient: str) -> bool:
@@ -79,9 +101,7 @@ def test_fhir_server_stopped_for_good_fails_patients_with_reason(
     patients = medplum.patients[:6]
     proxy.down()
     started = time.monotonic()
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 60)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 60)
     assert figures["failed"] == len(patients)
     for reason in figures["reasons"].values():
         assert "no answer from the FHIR server" in reason and "connection failed" in reason
@@ -101,17 +121,12 @@ def test_responses_slower_than_the_timeout(
     patients = medplum.patients[:16]
     slow = proxy.add(Fault("delay", seconds=1.5, every=3))
     started = time.monotonic()
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 90)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 90)
     assert figures["failed"] == 0, figures["reasons"]
     assert slow.applied >= 4
-    harness.record(
-        "fault: responses slower than the read timeout",
-        patients=len(patients), read_timeout_s=1.0, delay_s=1.5, timed_out_requests=slow.applied,
-        requests=len(proxy.seen), done=figures["done"], failed=figures["failed"],
-        run_seconds=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    _record("responses slower than the read timeout", patients, figures, started,
+            read_timeout_s=1.0, delay_s=1.5, timed_out_requests=slow.applied,
+            requests=len(proxy.seen))  # fmt: skip
 
 
 def test_one_patient_always_too_slow_fails_with_reason(
@@ -123,9 +138,7 @@ def test_one_patient_always_too_slow_fails_with_reason(
     patients = medplum.patients[:8]
     victim = patients[3]
     proxy.add(Fault("delay", seconds=1.0, match=lambda r: _patient_in(r, victim)))
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 60)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 60)
     assert list(figures["reasons"]) == [f"Patient/{victim}"]
     assert "read timeout" in figures["reasons"][f"Patient/{victim}"]
     harness.record(
@@ -141,16 +154,10 @@ def test_storm_of_429_with_retry_after(
     patients = medplum.patients[:16]
     storm = proxy.add(Fault("status", status=429, headers={"Retry-After": "1"}, every=2))
     started = time.monotonic()
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 90)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 90)
     assert figures["failed"] == 0, figures["reasons"]
-    harness.record(
-        "fault: storm of 429 (every other request, Retry-After: 1)",
-        patients=len(patients), answered_429=storm.applied, requests=len(proxy.seen),
-        done=figures["done"], failed=figures["failed"],
-        run_seconds=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    _record("storm of 429 (every other request, Retry-After: 1)", patients, figures, started,
+            answered_429=storm.applied, requests=len(proxy.seen))  # fmt: skip
 
 
 def test_storm_of_503(runtime: Runtime, proxy: FaultProxy, medplum: Medplum) -> None:
@@ -168,12 +175,8 @@ def test_storm_of_503(runtime: Runtime, proxy: FaultProxy, medplum: Medplum) -> 
     figures = harness.check_run(runtime, run_id, patients)
     assert figures["failed"] == 0, figures["reasons"]
     assert storm.applied >= 4
-    harness.record(
-        "fault: storm of 503 (every request for 4 s)",
-        patients=len(patients), answered_503=storm.applied, requests=len(proxy.seen),
-        done=figures["done"], failed=figures["failed"],
-        run_seconds=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    _record("storm of 503 (every request for 4 s)", patients, figures, started,
+            answered_503=storm.applied, requests=len(proxy.seen))  # fmt: skip
 
 
 @pytest.mark.parametrize("keep", [0, 300], ids=["before-body", "mid-body"])
@@ -184,16 +187,11 @@ def test_connection_resets(
     patients = medplum.patients[:PATIENTS]
     resets = proxy.add(Fault("reset", keep=keep if keep else -1, every=3))
     started = time.monotonic()
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 90)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 90)
     assert figures["failed"] == 0, figures["reasons"]
-    harness.record(
-        f"fault: connection reset ({'mid-body' if keep else 'before the answer'}, every 3rd)",
-        patients=len(patients), resets=resets.applied, requests=len(proxy.seen),
-        done=figures["done"], failed=figures["failed"],
-        run_seconds=round(time.monotonic() - started, 1),
-    )  # fmt: skip
+    how = "mid-body" if keep else "before the answer"
+    _record(f"connection reset ({how}, every 3rd)", patients, figures, started,
+            resets=resets.applied, requests=len(proxy.seen))  # fmt: skip
 
 
 def test_truncated_and_malformed_json(
@@ -205,9 +203,7 @@ def test_truncated_and_malformed_json(
     cut, garbled = patients[2], patients[5]
     proxy.add(Fault("truncate", keep=1000, match=lambda r: _patient_in(r, cut)))
     proxy.add(Fault("malformed", match=lambda r: _patient_in(r, garbled)))
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 60)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 60)
     assert sorted(figures["reasons"]) == sorted([f"Patient/{cut}", f"Patient/{garbled}"])
     for reason in figures["reasons"].values():
         assert reason.startswith("the server's answer is not valid JSON"), reason
@@ -301,9 +297,7 @@ def test_paging_loops(runtime: Runtime, proxy: FaultProxy, medplum: Medplum) -> 
     )
     patients = [repeat, cycle, endless, "fx-age-year-only-met"]
     started = time.monotonic()
-    run_id = _start(runtime, patients)
-    harness.wait_run(runtime, run_id, 60)
-    figures = harness.check_run(runtime, run_id, patients)
+    _, figures = _run(runtime, patients, 60)
     assert list(figures["reasons"]) == [f"Patient/{endless}"], figures["reasons"]
     assert "paging did not end" in figures["reasons"][f"Patient/{endless}"]
     for patient in (repeat, cycle):
@@ -349,9 +343,7 @@ def _rejected_transaction(runtime: Runtime, proxy: FaultProxy, medplum: Medplum)
         )
     )  # fmt: skip
     before = harness.research_subjects(medplum.base_url)
-    run_id = _start(runtime, candidates, write_back=True)
-    harness.wait_run(runtime, run_id, 60)
-    figures = harness.check_run(runtime, run_id, candidates)
+    run_id, figures = _run(runtime, candidates, 60, write_back=True)
     assert figures["failed"] == 0
     future = datetime.now(UTC) + timedelta(hours=1)
     for _ in range(5):  # five refused attempts: a permanent refusal is then given up

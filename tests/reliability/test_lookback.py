@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 from flask.testing import FlaskClient
 
 from service.api import create_app
@@ -51,14 +50,8 @@ def client(runtime: Runtime) -> FlaskClient:
 
 
 def _subject(medplum: Medplum, patient: str) -> dict[str, Any]:
-    found = requests.get(
-        f"{medplum.base_url}/ResearchSubject",
-        params={"identifier": f"{harness.SUBJECT_SYSTEM}|{STUDY}:{patient}"},
-        headers={"Cache-Control": "no-cache"},
-        timeout=30,
-    ).json()
-    (entry,) = found["entry"]
-    return dict(entry["resource"])
+    (subject,) = harness.subjects_of(medplum.base_url, patient, STUDY)
+    return dict(subject)
 
 
 def test_a_look_back_with_write_back_changes_nothing_on_the_server_or_in_the_store(

@@ -229,12 +229,8 @@ def test_a_transaction_is_repeated_after_a_timeout_only_when_all_entries_are_ide
 def test_404_quotes_hapi_and_is_not_retried(
     rsps: responses.RequestsMock, client: FhirClient, sleeps: list[float], wire: Wire
 ) -> None:
-    rsps.add(
-        responses.GET,
-        f"{BASE}/Patient/abcdefg",
-        status=404,
-        json=wire("fhir-kit-client/patient-not-found"),
-    )
+    not_found = wire("fhir-kit-client/patient-not-found")
+    rsps.add(responses.GET, f"{BASE}/Patient/abcdefg", status=404, json=not_found)
     with pytest.raises(FhirNotFound) as caught:
         client.read("Patient", "abcdefg", patient="abcdefg")
     assert str(caught.value) == (
@@ -445,21 +441,34 @@ def test_paging_follows_hapi_getpages_links(
     assert client.request_count == 2
 
 
-def test_paging_follows_relative_offset_links(
-    rsps: responses.RequestsMock, client: FhirClient
+def _two_pages(
+    rsps: responses.RequestsMock,
+    first: list[dict[str, Any]],
+    next_url: str,
+    second_url: str,
+    second_query: dict[str, str],
+    second_next: str | None = None,
 ) -> None:
+    """A search for men answered in two pages: `first` with a next link to `next_url`, then the
+    one patient after them, at `second_url` asked with `second_query` (and its own next link)."""
     rsps.add(
         responses.GET,
         f"{BASE}/Patient",
-        json=searchset(*patients(2), next_url="Patient?_offset=2"),
+        json=searchset(*first, next_url=next_url),
         match=[responses.matchers.query_param_matcher({"gender": "male"})],
     )
     rsps.add(
         responses.GET,
-        f"{BASE}/Patient",
-        json=searchset(*patients(1, start=2)),
-        match=[responses.matchers.query_param_matcher({"_offset": "2"})],
+        second_url,
+        json=searchset(*patients(1, start=len(first)), next_url=second_next),
+        match=[responses.matchers.query_param_matcher(second_query)],
     )
+
+
+def test_paging_follows_relative_offset_links(
+    rsps: responses.RequestsMock, client: FhirClient
+) -> None:
+    _two_pages(rsps, patients(2), "Patient?_offset=2", f"{BASE}/Patient", {"_offset": "2"})
     found = list(client.search("Patient", [("gender", "male")]))
     assert [r["id"] for r in found] == ["p0", "p1", "p2"]
 
@@ -491,18 +500,7 @@ def test_the_default_port_and_host_case_are_the_same_origin(
     rsps: responses.RequestsMock, client: FhirClient
 ) -> None:
     page2 = "https://FHIR.example.org:443/fhir/Patient?page=2"
-    rsps.add(
-        responses.GET,
-        f"{BASE}/Patient",
-        json=searchset(*patients(1), next_url=page2),
-        match=[responses.matchers.query_param_matcher({"gender": "male"})],
-    )
-    rsps.add(
-        responses.GET,
-        "https://fhir.example.org:443/fhir/Patient",
-        json=searchset(*patients(1, start=1)),
-        match=[responses.matchers.query_param_matcher({"page": "2"})],
-    )
+    _two_pages(rsps, patients(1), page2, "https://fhir.example.org:443/fhir/Patient", {"page": "2"})
     assert [r["id"] for r in client.search("Patient", {"gender": "male"})] == ["p0", "p1"]
 
 
@@ -510,18 +508,7 @@ def test_a_repeating_next_link_stops_paging_with_a_warning(
     rsps: responses.RequestsMock, client: FhirClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     again = f"{BASE}/Patient?page=2"
-    rsps.add(
-        responses.GET,
-        f"{BASE}/Patient",
-        json=searchset(*patients(1), next_url=again),
-        match=[responses.matchers.query_param_matcher({"gender": "male"})],
-    )
-    rsps.add(
-        responses.GET,
-        again,
-        json=searchset(*patients(1, start=1), next_url=again),
-        match=[responses.matchers.query_param_matcher({"page": "2"})],
-    )
+    _two_pages(rsps, patients(1), again, again, {"page": "2"}, second_next=again)
     with caplog.at_level(logging.WARNING):
         found = list(client.search("Patient", {"gender": "male"}))
     assert [r["id"] for r in found] == ["p0", "p1"]
