@@ -13,7 +13,6 @@ with the server's OperationOutcome, naming the patient.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ from typing import IO, Any
 import requests
 from requests.adapters import HTTPAdapter
 
+from bench import command_line
 from bench.generate import DEFAULT_AS_OF, Mix, population, transaction_bundle
 
 FHIR_JSON = "application/fhir+json"
@@ -158,9 +158,7 @@ def load(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.load", description=__doc__.split("\n\n")[0]
-    )
+    parser = command_line("bench.load", __doc__)
     parser.add_argument(
         "--base", required=True, help="FHIR base URL, e.g. http://127.0.0.1:8080/fhir"
     )

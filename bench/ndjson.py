@@ -47,6 +47,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from bench import command_line
 from bench.generate import DEFAULT_AS_OF, Mix, generate
 from service.compose import make_screener
 from service.fhir.local_source import LocalSource
@@ -303,29 +304,14 @@ def peak_memory(
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
 
-    command = [
-        sys.executable,
-        "-m",
-        "bench.ndjson",
-        "--child",
-        str(folder),
-        "--mode",
-        mode,
-        "--as-of",
-        as_of.isoformat(),
-    ]
+    child = ["-m", "bench.ndjson", "--child", str(folder), "--mode", mode]
+    command = [sys.executable, *child, "--as-of", as_of.isoformat()]
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     try:
         done = subprocess.run(
-            command,
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            env=env,
-            preexec_fn=limit,
-            timeout=TIMEOUT_S,
-            check=False,
-        )
+            command, capture_output=True, text=True, cwd=REPO, env=env, preexec_fn=limit,
+            timeout=TIMEOUT_S, check=False,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:  # e.g. a worker killed from outside: the pool waits on
         return {"mode": mode, "exceeded_cap": False, "timed_out_s": TIMEOUT_S, "cap_gb": cap_gb}
     if done.returncode != 0 or not done.stdout.strip():
@@ -362,9 +348,7 @@ def memory_by_n(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.ndjson", description=__doc__.split("\n\n")[0]
-    )
+    parser = command_line("bench.ndjson", __doc__)
     parser.add_argument(
         "--source", type=Path, help="a folder written by bench.generate --format ndjson"
     )

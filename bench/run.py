@@ -14,7 +14,6 @@ from this same invocation. Loopback only; each measurement has a time budget.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,8 +24,9 @@ import tempfile
 import time
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
+from bench import command_line
 from bench.api import api_latency
 from bench.generate import DEFAULT_AS_OF, Mix, generate, patient_id
 from bench.load import LoadError, bundles_generated, load
@@ -478,43 +478,31 @@ def _checkpoint(out: Path, results: dict[str, Any]) -> None:
     out.write_text(json.dumps({**results, "partial": True}, indent=2) + "\n", encoding="utf-8")
 
 
+# The measurement's knobs (flag, type, default, help), one row each: all of them are written into
+# the results as `settings`, so a figure can be traced to what produced it.
+OPTIONS: Final[list[tuple[str, type[Any], Any, str]]] = [
+    ("--seed", int, 1, ""),
+    ("--noise", float, 1.0, "unrelated data scale (1 ~ 600 resources/patient)"),
+    ("--ndjson-n", int, 1000, "patients for generator and NDJSON throughput"),
+    ("--repeats", int, 5, ""),
+    ("--memory-n", str, "1000,10000", "comma-separated N for peak memory ('' = skip)"),
+    ("--memory-cap-gb", float, 8.0, ""),
+    ("--servers", str, "hapi,medplum", "comma-separated peers ('' = none): hapi, medplum"),
+    ("--slice1", int, 6, "patients per measurement at concurrency 1"),
+    ("--slice8", int, 16, "patients per measurement at concurrency 8"),
+    ("--server-repeats", int, 3, ""),
+    ("--api-server", str, "hapi", "the peer the HTTP service's latency is measured on"),
+    ("--budget-s", float, 240.0, "time budget of one measurement"),
+    ("--work", Path, None, "scratch folder (default: a temp dir)"),
+    ("--out", Path, RESULTS, ""),
+]
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.run", description=__doc__.split("\n\n")[0]
-    )
+    parser = command_line("bench.run", __doc__)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny N, no servers")
-    parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument(
-        "--noise", type=float, default=1.0, help="unrelated data scale (1 ~ 600 resources/patient)"
-    )
-    parser.add_argument(
-        "--ndjson-n", type=int, default=1000, help="patients for generator and NDJSON throughput"
-    )
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument(
-        "--memory-n", default="1000,10000", help="comma-separated N for peak memory ('' = skip)"
-    )
-    parser.add_argument("--memory-cap-gb", type=float, default=8.0)
-    parser.add_argument(
-        "--servers", default="hapi,medplum", help="comma-separated peers ('' = none): hapi, medplum"
-    )
-    parser.add_argument(
-        "--slice1", type=int, default=6, help="patients per measurement at concurrency 1"
-    )
-    parser.add_argument(
-        "--slice8", type=int, default=16, help="patients per measurement at concurrency 8"
-    )
-    parser.add_argument("--server-repeats", type=int, default=3)
-    parser.add_argument(
-        "--api-server", default="hapi", help="the peer the HTTP service's latency is measured on"
-    )
-    parser.add_argument(
-        "--budget-s", type=float, default=240.0, help="time budget of one measurement"
-    )
-    parser.add_argument(
-        "--work", type=Path, default=None, help="scratch folder (default: a temp dir)"
-    )
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    for flag, kind, default, meaning in OPTIONS:
+        parser.add_argument(flag, type=kind, default=default, help=meaning or None)
     args = parser.parse_args(argv)
     if args.quick:
         args.ndjson_n, args.repeats, args.memory_n, args.servers = 5, 2, "3,6", ""

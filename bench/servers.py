@@ -47,7 +47,9 @@ def build(name: str) -> None:
         [str(script)], capture_output=True, text=True, timeout=1800, check=False
     )
     if result.returncode != 0:
-        raise PeerUnavailable(f"peers/{name}/build failed:\n{result.stderr[-2000:]}")
+        raise PeerUnavailable(
+            f"peers/{name}/build failed ({result.returncode}):\n{result.stderr[-4000:]}"
+        )
 
 
 def command(name: str, port: int, hapi_heap: str = HAPI_HEAP) -> list[str]:
@@ -83,18 +85,29 @@ def running(name: str, log_dir: Path) -> Iterator[str]:
     port = free_port()
     base_url = f"http://127.0.0.1:{port}/fhir"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"{name}.log"
+    env = {**os.environ, **PEER_ENV[name]}
+    with started(name, command(name, port), base_url, log_dir / f"{name}.log", env):
+        yield base_url
+
+
+@contextmanager
+def started(
+    name: str,
+    argv: list[str],
+    base_url: str,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+) -> Iterator[None]:
+    """Run `argv` (peer `name`) in its own session, its output in `log_path`, until it answers
+    `base_url`/metadata; stopped on the way out. The benchmarks and the integration tests
+    (tests/integration/peers.py) start their peers through here."""
     with log_path.open("w") as log:
         process = subprocess.Popen(
-            command(name, port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env={**os.environ, **PEER_ENV[name]},
+            argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     try:
         _wait_ready(name, process, base_url, log_path)
-        yield base_url
+        yield
     finally:
         stop(process)
 
@@ -103,15 +116,19 @@ def _wait_ready(name: str, process: subprocess.Popen[bytes], base_url: str, log:
     deadline = time.monotonic() + START_TIMEOUT_S[name]
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise PeerUnavailable(
-                f"{name} exited ({process.returncode}):\n{log.read_text()[-2000:]}"
-            )
+            raise PeerUnavailable(f"{name} exited ({process.returncode}):\n{_tail(log)}")
         with suppress(requests.RequestException):
             if requests.get(f"{base_url}/metadata", timeout=5).status_code == 200:
                 return
         time.sleep(0.5)
     stop(process)
-    raise PeerUnavailable(f"{name} did not answer in {START_TIMEOUT_S[name]:.0f} s")
+    raise PeerUnavailable(
+        f"{name} did not answer /metadata in {START_TIMEOUT_S[name]:.0f} s:\n{_tail(log)}"
+    )
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-4000:]
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
