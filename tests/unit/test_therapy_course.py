@@ -5,12 +5,11 @@ from __future__ import annotations
 from itertools import count
 from typing import Any
 
+from service.codesystems import RXNORM, SNOMED
 from service.screening.engine import Screener
 from service.screening.result import Result, ScreenResult
 from tests.builders import (
-    RXNORM,
     SCREENING,
-    SCT,
     concept,
     condition,
     medication_administration,
@@ -22,7 +21,7 @@ from tests.builders import (
 from tests.conftest import AS_OF
 
 _ids = count(1)
-ADENOCARCINOMA = concept(SCT, "399490008", "Adenocarcinoma of prostate")
+ADENOCARCINOMA = concept(SNOMED, "399490008", "Adenocarcinoma of prostate")
 DOCETAXEL = concept(RXNORM, "1860480", "1 ML DOCEtaxel 20 MG/ML Injection")
 LEUPROLIDE = concept(RXNORM, "752899", "0.25 ML Leuprolide Acetate 30 MG/ML Prefilled Syringe")
 ENZALUTAMIDE = concept(RXNORM, "1307303", "enzalutamide 40 MG Oral Capsule")
