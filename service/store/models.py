@@ -52,7 +52,7 @@ PATIENT_ID_LENGTH = 255
 # Room for prefixed digests such as "sha256:<64 hex>" (service.writeback.fingerprint).
 FINGERPRINT_LENGTH = 128
 STATE_LENGTH = 16
-# A claim's owner: "<host>/<pid>/<random>" (service.store.repository.new_owner_id).
+# A claim's owner: "<host>/<pid>/<random>" (service.store.leases.new_owner_id).
 OWNER_LENGTH = 64
 
 # 64-bit keys on PostgreSQL; on SQLite only INTEGER PRIMARY KEY is the auto-numbered rowid.

@@ -95,10 +95,6 @@ __all__ = [
     "make_engine",
 ]
 
-# The outbox's lease under its former name.
-DEFAULT_LEASE = DEFAULT_OUTBOX_LEASE
-
-
 class Store(RunStore, ResultStore, ReportStore, SchemaStore):
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
