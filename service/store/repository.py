@@ -95,6 +95,7 @@ __all__ = [
     "make_engine",
 ]
 
+
 class Store(RunStore, ResultStore, ReportStore, SchemaStore):
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
