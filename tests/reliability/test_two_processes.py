@@ -78,7 +78,9 @@ def test_a_second_process_a_rolling_restart_and_a_kill_screen_every_patient_once
         _wait_done(second, run_id, 8)
         first.stop()  # rolling restart: a graceful stop gives its claims back at once
         first.start()
-        _wait_done(first, run_id, _progress(first, run_id)["done"] + 2)
+        # two more done after the restart, or all of them: on a loaded machine the second
+        # process may have finished nearly every patient while the first was restarting
+        _wait_done(first, run_id, min(_progress(first, run_id)["done"] + 2, len(patients)))
         at_kill = _progress(first, run_id)
         second.kill()  # its claims come back as soon as the others see its pid is gone
         final = ("done", "failed", "cancelled")
