@@ -77,14 +77,8 @@ def condition(
 def medication_statement(
     code: dict[str, Any], status: str = "active", **fields: Any
 ) -> dict[str, Any]:
-    return {
-        "resourceType": "MedicationStatement",
-        "id": f"ms-{next(_ids)}",
-        "status": status,
-        "medicationCodeableConcept": code,
-        "subject": _subject(),
-        **fields,
-    }
+    coded = ("medicationCodeableConcept", code)
+    return _of_patient("MedicationStatement", f"ms-{next(_ids)}", status, coded, **fields)
 
 
 def medication_administration(
@@ -92,27 +86,38 @@ def medication_administration(
 ) -> dict[str, Any]:
     """A MedicationAdministration of `code` on `day`. The id is the caller's: tests that check
     an order among same-day evidence choose theirs (the engine breaks ties by reference)."""
-    return {
-        "resourceType": "MedicationAdministration",
-        "id": resource_id,
-        "status": status,
-        "medicationCodeableConcept": code,
-        "subject": _subject(),
-        "effectiveDateTime": day,
-    }
+    coded = ("medicationCodeableConcept", code)
+    return _of_patient(
+        "MedicationAdministration", resource_id, status, coded, effectiveDateTime=day
+    )
 
 
 def procedure(
     code: dict[str, Any], day: str, status: str = "completed", **fields: Any
 ) -> dict[str, Any]:
+    procedure_id = f"proc-{next(_ids)}"
+    return _of_patient(
+        "Procedure", procedure_id, status, ("code", code), performedDateTime=day, **fields
+    )
+
+
+def _of_patient(
+    resource_type: str,
+    resource_id: str,
+    status: str,
+    coded: tuple[str, dict[str, Any]],
+    **rest: Any,
+) -> dict[str, Any]:
+    """A resource of the test patient: type, id, status, what it is (`coded`: the element and
+    its concept), subject, then `rest`, in that order as the builders always wrote them."""
+    element, code = coded
     return {
-        "resourceType": "Procedure",
-        "id": f"proc-{next(_ids)}",
+        "resourceType": resource_type,
+        "id": resource_id,
         "status": status,
-        "code": code,
+        element: code,
         "subject": _subject(),
-        "performedDateTime": day,
-        **fields,
+        **rest,
     }
 
 
