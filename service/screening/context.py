@@ -1,4 +1,6 @@
-"""What every criterion function receives: the facts, the mappings and the day of the screen."""
+"""What every criterion function receives: the facts, the mappings and the day of the screen,
+and the findings several criteria share (histology, progression, testosterone, metastases),
+worked out once per screen through `once_per_screen`."""
 
 from __future__ import annotations
 

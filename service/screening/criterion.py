@@ -8,7 +8,7 @@ for unreadable resources) is derived from that list instead of kept in step by h
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from service.screening.context import Context
@@ -33,12 +33,12 @@ class Criterion:
 
 
 def criterion(
-    criterion_id: str, kind: Kind, reads: frozenset[str] = frozenset()
+    criterion_id: str, kind: Kind, reads: Iterable[str] = ()
 ) -> Callable[[Decide], Criterion]:
     """Declares the decorated decide function as the criterion `criterion_id`."""
 
     def declare(decide: Decide) -> Criterion:
-        return Criterion(criterion_id, kind, decide, reads)
+        return Criterion(criterion_id, kind, decide, frozenset(reads))
 
     return declare
 

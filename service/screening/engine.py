@@ -97,7 +97,7 @@ def _missing_data(ctx: Context, results: tuple[CriterionResult, ...]) -> tuple[s
 
 
 def _strata(ctx: Context, patient_type: int | None) -> dict[str, str | None]:
-    # criteria.md §6 (medcare-2): lesions.py reads both from every place a site is written
+    # criteria.md §6 (medcare-2): lesions/strata.py reads both from every place a site is written
     metastases = metastases_stratum(ctx)
     localization = lesion_localization(ctx)
     systemic = {1: "type-1", 2: "type-2"}.get(patient_type) if patient_type else None

@@ -5,7 +5,7 @@ A size sits in a component of a lesion-level finding, or in an Observation the f
 data (mappings/lesion-sizes.yaml). The rules only ever *lower* certainty: a node at exactly
 15 mm, a node with only a long axis of 15 mm or more, and a visceral lesion of 10 mm or less are
 *possible* lesions; a node below 15 mm is set aside (named with its size). They never alone rule
-a patient out (lesions.py turns a [0, 0] reached only by them into `unknown`).
+a patient out (lesions/ turns a [0, 0] reached only by them into `unknown`).
 """
 
 from __future__ import annotations

@@ -37,9 +37,7 @@ def _named(facts: list[ClinicalFact]) -> str:
 @criterion(
     "other-malignancy",
     Kind.EXCLUSION,
-    reads=frozenset(
-        {"malignancy-primary", "skin-keratinocyte-carcinoma", MALIGNANCY_BY_NAME, SKIN_BY_NAME}
-    ),
+    reads={"malignancy-primary", "skin-keratinocyte-carcinoma", MALIGNANCY_BY_NAME, SKIN_BY_NAME},
 )
 def other_malignancy(ctx: Context) -> Decision:
     active: list[ClinicalFact] = []
@@ -94,9 +92,7 @@ def _onset_text(fact: ClinicalFact) -> str:
     return f"onset {fact.day}" if fact.day else "no date recorded"
 
 
-@criterion(
-    "spinal-lesion", Kind.EXCLUSION, reads=frozenset({"spinal-complication", "spinal-metastasis"})
-)
+@criterion("spinal-lesion", Kind.EXCLUSION, reads={"spinal-complication", "spinal-metastasis"})
 def spinal_lesion(ctx: Context) -> Decision:
     """criteria.md §3 spinal-lesion, medcare-2: a complication within 90 days is `met`; older but
     still active, undated, unconfirmed or without a status is `unknown` (with its date); spinal

@@ -76,7 +76,7 @@ def read_grades(fact: ClinicalFact, mappings: Mappings) -> tuple[set[int], str] 
     return {score}, f"ECOG {score}"
 
 
-@criterion("performance-status", Kind.INCLUSION, reads=frozenset({"ecog", "karnofsky"}))
+@criterion("performance-status", Kind.INCLUSION, reads={"ecog", "karnofsky"})
 def performance_status(ctx: Context) -> Decision:
     days = ctx.params.performance_window_days
     scores = ctx.facts.observations_of("ecog") + ctx.facts.observations_of("karnofsky")

@@ -35,9 +35,7 @@ def _named(fact: ClinicalFact) -> str:
 @criterion(
     "primary-treated",
     Kind.INFORMATIONAL,
-    reads=frozenset(
-        {"radical-prostatectomy", "brachytherapy", "external-beam-rt", "prostatectomy-generic"}
-    ),
+    reads={"radical-prostatectomy", "brachytherapy", "external-beam-rt", "prostatectomy-generic"},
 )
 def primary_treated(ctx: Context) -> Decision:
     treated: list[ClinicalFact] = []

@@ -1,6 +1,6 @@
 """oligoprogression, polyprogression and progression-on-docetaxel (criteria.md §3, §4).
 
-Both progression criteria read the count range of lesions.py. oligoprogression is `met` only
+Both progression criteria read the count range of lesions/. oligoprogression is `met` only
 when 1 <= low and high <= 3 on conventional imaging, nothing intracranial is progressive,
 castration is established and nothing conflicts; `not-met` only on exactly [0, 0] (never by a
 size rule or PET alone) or low > 3. Reasons name the modality, the date, the date until which

@@ -36,16 +36,14 @@ def _procedure_text(fact: ClinicalFact) -> str:
 @criterion(
     "systemic-therapy",
     Kind.INCLUSION,
-    reads=frozenset(
-        {
-            "gnrh",
-            "arta",
-            "docetaxel",
-            "first-gen-antiandrogen",
-            "orchiectomy-bilateral",
-            MEDICATION_CONCEPT,
-        }
-    ),
+    reads={
+        "gnrh",
+        "arta",
+        "docetaxel",
+        "first-gen-antiandrogen",
+        "orchiectomy-bilateral",
+        MEDICATION_CONCEPT,
+    },
 )
 def systemic_therapy(ctx: Context) -> Decision:
     params, as_of = ctx.params, ctx.as_of
@@ -224,14 +222,12 @@ def _radionuclide_text(ctx: Context, fact: ClinicalFact) -> str:
 @criterion(
     "prior-excluded-therapy",
     Kind.EXCLUSION,
-    reads=frozenset(
-        {
-            "excluded-therapy",
-            "radionuclide-therapy-specific",
-            "radionuclide-therapy-generic",
-            MEDICATION_CONCEPT,
-        }
-    ),
+    reads={
+        "excluded-therapy",
+        "radionuclide-therapy-specific",
+        "radionuclide-therapy-generic",
+        MEDICATION_CONCEPT,
+    },
 )
 def prior_excluded_therapy(ctx: Context) -> Decision:
     clear, ambiguous = _excluded_drug_records(ctx)
