@@ -56,23 +56,17 @@ SERVER_PROFILES: dict[str, dict[str, float]] = {
 NOT_MEASURED_API = {"available": False, "why": "no FHIR server was run (--servers '')"}
 
 
+def _git(*args: str) -> str:
+    """What `git <args>` prints in the repository: the commit a figure was measured at."""
+    done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO, check=False)
+    return done.stdout.strip()
+
+
 def machine() -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().split("\n")
     total_kb = next((int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:")), 0)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    ).stdout.strip()
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", "service"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    ).stdout.strip()
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "service")
     cpu_model = next(
         (
             line.split(":", 1)[1].strip()
