@@ -17,9 +17,9 @@ from service import __version__
 from service.api import deps
 from service.api.bodies import check_json_body
 from service.api.error_map import register_domain_errors
-from service.api.errors import ApiError, ErrorSchema, register_error_handlers
+from service.api.errors import ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
-from service.api.security import ApiAuthenticator, Unauthorized, issuers_verifier
+from service.api.security import ApiAuthenticator, issuers_verifier
 from service.api.views import cds, changes, health, runs, screen
 from service.config import Settings, settings_from_env
 from service.runtime import Runtime
@@ -79,10 +79,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return  # 404/405: no data behind it
         if request.blueprint == "cds":
             return  # CDS Hooks verifies the EHR's own JWT
-        try:
-            g.principal = authenticator.authenticate(request.headers.get("Authorization"))
-        except Unauthorized as exc:
-            raise ApiError(401, "unauthorized", str(exc)) from exc
+        g.principal = authenticator.authenticate(request.headers.get("Authorization"))
         check_json_body()
 
     @app.after_request

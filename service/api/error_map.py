@@ -16,6 +16,7 @@ from typing import Any
 from flask import Flask, Response
 
 from service.api.errors import error_response
+from service.api.security import Unauthorized
 from service.fhir.cohort_search import SearchNotAllowed
 from service.runtime import NotFound, SourceUnavailable
 from service.store import BadCursor, InvalidAsOf
@@ -34,6 +35,8 @@ class HttpError:
 
 
 ERRORS: dict[type[Exception], HttpError] = {
+    # no credentials, or refused ones: the reason, never the credential
+    Unauthorized: HttpError(401, "unauthorized"),
     # after today, or a look back with write_back (a look back screen is never written back)
     InvalidAsOf: HttpError(400, "invalid-as-of"),
     BadCursor: HttpError(400, "bad-cursor", "the cursor is not one this API gave out"),

@@ -55,6 +55,8 @@ def error_response(
         body["details"] = details
     response = jsonify(_ERROR_SCHEMA.dump({"error": body}))
     response.status_code = status
+    if status == 401:  # every 401 says how to authenticate (RFC 9110 §15.5.2)
+        response.headers["WWW-Authenticate"] = 'Bearer realm="medcare-screen"'
     return response
 
 
@@ -68,10 +70,7 @@ _CODES = {
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(ApiError)
     def _api_error(error: ApiError) -> Response:
-        response = error_response(error.status, error.code, error.message, error.details)
-        if error.status == 401:
-            response.headers["WWW-Authenticate"] = 'Bearer realm="medcare-screen"'
-        return response
+        return error_response(error.status, error.code, error.message, error.details)
 
     @app.errorhandler(HTTPException)
     def _http_error(error: HTTPException) -> Response:

@@ -247,19 +247,14 @@ def _verify_ehr_jwt() -> None:
             name="CDS Hooks JWT",
         )
         if verifier.audience is None:  # settings built without check(): refuse, never guess
-            raise ApiError(401, "unauthorized", "the CDS Hooks audience is not configured")
+            raise Unauthorized("the CDS Hooks audience is not configured")
         current_app.extensions["medcare_cds_verifier"] = verifier
     authorization = request.headers.get("Authorization", "")
     if verifier is None:
         if config.allow_no_auth:
             return
-        raise ApiError(
-            401, "unauthorized", "CDS Hooks callers are not configured (MEDCARE_CDS_ISSUERS)"
-        )
+        raise Unauthorized("CDS Hooks callers are not configured (MEDCARE_CDS_ISSUERS)")
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "unauthorized", "a CDS Hooks JWT is required")
-    try:
-        verifier.verify(token.strip())
-    except Unauthorized as exc:
-        raise ApiError(401, "unauthorized", str(exc)) from exc
+        raise Unauthorized("a CDS Hooks JWT is required")
+    verifier.verify(token.strip())
