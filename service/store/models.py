@@ -96,6 +96,14 @@ RunStatus = StrEnum("RunStatus", "QUEUED RUNNING DONE FAILED CANCELLED")
 PatientState = StrEnum("PatientState", "PENDING CLAIMED DONE FAILED")
 OutboxState = StrEnum("OutboxState", "PENDING DONE FAILED SKIPPED")
 ResultStatus = StrEnum("ResultStatus", "CANDIDATE INELIGIBLE")
+# A patient waiting for a re-screen (`pending`, not before its due time) or being screened.
+RescreenState = StrEnum("RescreenState", "PENDING CLAIMED")
+# What made the service screen a patient (issue 14): kept with the queue row and the result.
+Trigger = StrEnum("Trigger", "SUBSCRIPTION SWEEP SCHEDULE REQUEST")
+# A cohort is a FHIR search, a FHIR Group, or a list of patient ids.
+CohortKind = StrEnum("CohortKind", "SEARCH GROUP LIST")
+# A cohort's re-screen schedule when none is given: nightly at 02:00 (cron, service time zone).
+DEFAULT_COHORT_SCHEDULE = "0 2 * * *"
 
 ACTIVE_RUN_STATUSES: tuple[str, ...] = (RunStatus.QUEUED.value, RunStatus.RUNNING.value)
 FINAL_RUN_STATUSES: tuple[str, ...] = (
@@ -200,6 +208,13 @@ class StoredResult(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JsonDocument)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     change_seq: Mapped[int | None] = mapped_column(BigInteger, unique=True)
+    # What changed against the patient's previous current result, and why the screen ran
+    # (the changes feed says so; fhir-contract.md "What the current result is"); NULL on
+    # results recorded before migration 0003 and on unchanged ones.
+    previous_status: Mapped[str | None] = mapped_column(String(STATE_LENGTH))
+    changed_criteria: Mapped[list[str] | None] = mapped_column(JsonDocument)
+    trigger: Mapped[str | None] = mapped_column(String(STATE_LENGTH))
+    source: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint(_one_of("status", ResultStatus), name="status"),
@@ -280,3 +295,103 @@ class ChangeCounter(Base):
     value: Mapped[int] = mapped_column(BigInteger)
 
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
+
+
+class RescreenJob(Base):
+    """One patient waiting to be screened again, or being screened (issue 14): one row per
+    patient, so a burst of changes for one patient is one screen.
+
+    A change for a waiting patient merges into its row (the triggers, the newest source);
+    `due_at` holds the screen back a short coalescing delay after the first change. A change
+    for a patient being screened sets `again`: the screen may have read the data before the
+    change, so the row goes back to pending when the screen ends instead of being deleted.
+    `first_enqueued_at` is the oldest change not yet screened (the queue's age metric). Taking
+    a row is the one lease mechanism of service.store.queue (owner, lease end, attempts).
+    """
+
+    __tablename__ = "rescreen_queue"
+
+    patient_id: Mapped[str] = mapped_column(String(PATIENT_ID_LENGTH), primary_key=True)
+    state: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # distinct Trigger values merged into this row, in the order they first came
+    triggers: Mapped[list[str]] = mapped_column(JsonDocument)
+    source: Mapped[str | None] = mapped_column(Text)
+    again: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    attempts: Mapped[int] = mapped_column(Integer)
+    claimed_by: Mapped[str | None] = mapped_column(String(OWNER_LENGTH))
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("state", RescreenState), name="state"),
+        # take: the pending rows that are due, oldest due first
+        Index(None, "state", "due_at"),
+        # expired leases
+        Index(None, "state", "lease_expires_at"),
+    )
+
+
+class Cohort(Base):
+    """A named screening population: a FHIR search, a Group or a list of ids (`spec`), and
+    the cron schedule on which all its members are screened again (windows expire without
+    new data)."""
+
+    __tablename__ = "cohorts"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    spec: Mapped[Any] = mapped_column(JsonDocument)
+    schedule: Mapped[str] = mapped_column(
+        String(120), server_default=text(repr(DEFAULT_COHORT_SCHEDULE))
+    )
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (CheckConstraint(_one_of("kind", CohortKind), name="kind"),)
+
+
+class CohortMember(Base):
+    """A patient a cohort holds, as of its last refresh: the screening population is every
+    patient some cohort holds."""
+
+    __tablename__ = "cohort_members"
+
+    cohort: Mapped[str] = mapped_column(
+        String(64), ForeignKey("cohorts.name", ondelete="CASCADE"), primary_key=True
+    )
+    patient_id: Mapped[str] = mapped_column(String(PATIENT_ID_LENGTH), primary_key=True)
+    refreshed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # "is this patient in some cohort": by patient
+    __table_args__ = (Index(None, "patient_id"),)
+
+
+class Watermark(Base):
+    """How far the incremental sweep of one resource type got: `last_updated` is the newest
+    `meta.lastUpdated` seen, on the FHIR server's clock (the next sweep asks for
+    `_lastUpdated=gt` it, less a skew allowance); `swept_at` is when, on the service's clock
+    (readiness: a sweep that has not run for too long)."""
+
+    __tablename__ = "watermarks"
+
+    resource_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    last_updated: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    swept_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class ScheduleFire(Base):
+    """A scheduled job's firing: inserting the row (job, fire time) is how a job fires once
+    across every worker and replica on one database; a second insert conflicts and that
+    process skips the firing."""
+
+    __tablename__ = "schedule_fires"
+
+    job: Mapped[str] = mapped_column(String(128), primary_key=True)
+    fire_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    fired_by: Mapped[str | None] = mapped_column(String(OWNER_LENGTH))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

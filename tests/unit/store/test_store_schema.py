@@ -20,10 +20,15 @@ from tests.unit.store.helpers import Clock, body, save
 TABLES = {
     "alembic_version",
     "change_counter",
+    "cohort_members",
+    "cohorts",
     "latest_results",
+    "rescreen_queue",
     "results",
     "run_patients",
     "runs",
+    "schedule_fires",
+    "watermarks",
     "writeback_outbox",
 }
 
@@ -47,7 +52,7 @@ def test_migrate_on_an_empty_database_creates_the_schema_idempotently(
     store.migrate()
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert store.ping()
-    assert store.schema_revision() == "0002"
+    assert store.schema_revision() == "0003"
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT id, value FROM change_counter")).all() == [(1, 0)]
     store.close()
