@@ -4,7 +4,9 @@ The work is done in modules of one concern each, which this front composes (it h
 Transport and passes it to the others, rather than inheriting a tower of mixins, so each module
 can be read and tested alone):
 
-- transport.py: the session, TLS, retries (retry.py), redirects, answer limits, error scrubbing;
+- transport.py: each exchange: origin checks, retries (retry.py: what is retried, and how long
+  to wait), re-authorisation, redirects, answer limits, errors with our secrets taken out;
+- session.py: the pooled `requests` session, its headers, the TLS choice;
 - paging.py: search paging, `follow()`;
 - batching.py: one `batch` of GETs, and the one-by-one fallback when a server refuses it;
 - writes.py: create, update, transaction;
@@ -22,7 +24,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Generic, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast, overload
 from urllib.parse import quote
 
 import requests
@@ -101,7 +103,17 @@ class _OnTransport(Generic[T]):
     def __set_name__(self, owner: type[Any], name: str) -> None:
         self._name = name
 
-    def __get__(self, client: FhirClient, owner: type[Any] | None = None) -> T:
+    @overload
+    def __get__(self, client: None, owner: type[Any]) -> _OnTransport[T]: ...
+
+    @overload
+    def __get__(self, client: FhirClient, owner: type[Any] | None = None) -> T: ...
+
+    def __get__(
+        self, client: FhirClient | None, owner: type[Any] | None = None
+    ) -> T | _OnTransport[T]:
+        if client is None:  # on the class (introspection, mock specs): the descriptor itself
+            return self
         return cast(T, getattr(client._http, self._name))
 
     def __set__(self, client: FhirClient, value: T) -> None:
