@@ -1,4 +1,4 @@
-"""One FHIR server's HTTP exchanges: the session, TLS, retries, redirects, answer limits.
+"""One FHIR server's HTTP exchanges: origin checks, retries, redirects, answer limits, errors.
 
 Everything a server can get wrong is turned into a FhirError (errors.py) that quotes the server
 and names the request and patient; callers never see a `requests` exception or a raw status.
