@@ -50,6 +50,7 @@ from service.store.errors import (
 )
 from service.store.queue import DEFAULT_CLAIM_LEASE, DEFAULT_OUTBOX_LEASE
 from service.store.reports import ReportStore
+from service.store.rescreen import RescreenStore
 from service.store.results import ResultStore
 from service.store.runs import RunStore
 from service.store.schema import SchemaStore, alembic_config, head_revision
@@ -96,7 +97,7 @@ __all__ = [
 ]
 
 
-class Store(RunStore, ResultStore, ReportStore, SchemaStore):
+class Store(RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore):
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
 
