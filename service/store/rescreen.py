@@ -69,6 +69,12 @@ class RescreenTask:
         return self.triggers[0]
 
 
+def reference(patient_id: str) -> str:
+    """A patient as results name it ("Patient/<id>"), so one patient is one row however a
+    caller spells it."""
+    return patient_id if patient_id.startswith("Patient/") else f"Patient/{patient_id}"
+
+
 def _checked_trigger(trigger: str) -> str:
     if trigger not in TRIGGERS:
         raise ValueError(f"unknown trigger {trigger!r} (one of {sorted(TRIGGERS)})")
@@ -84,7 +90,7 @@ def _delete(session: Session, *where: ColumnElement[bool]) -> bool:
 class RescreenStore(StoreBase):
     """The re-screen queue over the shared sessions (see the module docstring)."""
 
-    def enqueue_rescreens(
+    def enqueue(
         self,
         patient_ids: Iterable[str],
         trigger: str,
@@ -97,11 +103,14 @@ class RescreenStore(StoreBase):
         A new row is due `delay` from now; a pending row keeps its due time (the burst
         coalesces on the first change) and gains `trigger`; a claimed row is marked `again`
         (due `delay` after the first change that came during its screen). `source` (a
-        subscription id, a resource type, a cohort: ids only) replaces the row's. Returns how
-        many patients got a new row.
+        subscription id, a resource type, a cohort: ids only) replaces the row's. Patients are
+        ids or references; rows are keyed by reference ("Patient/<id>", as results are).
+        Returns how many patients got a new row.
         """
         _checked_trigger(trigger)
-        wanted = sorted(set(patient_ids))  # one lock order: no deadlock between two enqueuers
+        wanted = sorted(
+            {reference(patient_id) for patient_id in patient_ids}
+        )  # one lock order: no deadlock between two enqueuers
         now = self._now()
         created = 0
         with self._write() as session:
@@ -265,7 +274,7 @@ class RescreenStore(StoreBase):
         with self._write() as session:
             return len(JOBS.settle(session, CLAIMED, or_(*gone), **self._back_to_pending()))
 
-    def rescreen_depth(self, state: str | None = None) -> int:
+    def depth(self, state: str | None = None) -> int:
         """How many patients wait for a re-screen or are being screened (`state`: only
         those pending, or only those claimed)."""
         query = select(func.count()).select_from(RescreenJob)
@@ -274,7 +283,7 @@ class RescreenStore(StoreBase):
         with self._read() as session:
             return int(session.scalar(query) or 0)
 
-    def oldest_rescreen_age(self) -> timedelta | None:
+    def oldest_pending_age(self) -> timedelta | None:
         """How long the oldest change that no screen has started to cover has waited (None
         when there is none): pending rows, and claimed rows a change came to meanwhile."""
         waiting = or_(PENDING, and_(CLAIMED, RescreenJob.again.is_(True)))

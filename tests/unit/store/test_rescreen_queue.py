@@ -13,63 +13,63 @@ from tests.unit.store.helpers import Clock
 
 def test_a_burst_of_fifty_changes_for_one_patient_is_one_job(store: Store, clock: Clock) -> None:
     first = clock.now
-    assert store.enqueue_rescreens(["p1"], "subscription", "Subscription/s1") == 1
+    assert store.enqueue(["Patient/p1"], "subscription", "Subscription/s1") == 1
     for second in range(49):
         clock.advance(milliseconds=20)
         trigger = "sweep" if second % 2 else "subscription"
-        assert store.enqueue_rescreens(["p1"], trigger, f"Observation/{second}") == 0
-    assert store.rescreen_depth() == 1
+        assert store.enqueue(["Patient/p1"], trigger, f"Observation/{second}") == 0
+    assert store.depth() == 1
     assert store.take_rescreens(10) == []  # not due: the burst coalesces for 2 s
     clock.advance(seconds=2)
     [task] = store.take_rescreens(10)
-    assert task.patient_id == "p1"
+    assert task.patient_id == "Patient/p1"
     assert task.triggers == ("subscription", "sweep")
     assert task.trigger == "subscription"
     assert task.source == "Observation/48"
     assert task.first_enqueued_at == first
     assert task.attempts == 1
-    assert store.finish_rescreen("p1")
-    assert store.rescreen_depth() == 0
+    assert store.finish_rescreen("Patient/p1")
+    assert store.depth() == 0
     assert store.take_rescreens(10) == []
 
 
 def test_the_due_time_is_not_pushed_back_by_later_changes(store: Store, clock: Clock) -> None:
-    store.enqueue_rescreens(["p1"], "sweep", delay=timedelta(seconds=5))
+    store.enqueue(["Patient/p1"], "sweep", delay=timedelta(seconds=5))
     clock.advance(seconds=4)
-    store.enqueue_rescreens(["p1"], "sweep", delay=timedelta(seconds=5))
+    store.enqueue(["Patient/p1"], "sweep", delay=timedelta(seconds=5))
     clock.advance(seconds=1)
-    assert [t.patient_id for t in store.take_rescreens(5)] == ["p1"]
+    assert [t.patient_id for t in store.take_rescreens(5)] == ["Patient/p1"]
 
 
 def test_many_patients_are_taken_oldest_due_first_and_in_batches(
     store: Store, clock: Clock
 ) -> None:
-    store.enqueue_rescreens([f"p{i:04d}" for i in range(1200)], "schedule", "cohort:prostate")
+    store.enqueue([f"Patient/p{i:04d}" for i in range(1200)], "schedule", "cohort:prostate")
     clock.advance(seconds=1)
-    store.enqueue_rescreens(["late"], "request")
+    store.enqueue(["Patient/late"], "request")
     clock.advance(seconds=5)
-    assert store.rescreen_depth() == 1201
+    assert store.depth() == 1201
     first = store.take_rescreens(1000)
-    assert len(first) == 1000 and "late" not in {t.patient_id for t in first}
-    assert store.rescreen_depth("pending") == 201
-    assert store.rescreen_depth("claimed") == 1000
+    assert len(first) == 1000 and "Patient/late" not in {t.patient_id for t in first}
+    assert store.depth("pending") == 201
+    assert store.depth("claimed") == 1000
     rest = store.take_rescreens(1000)
-    assert rest[-1].patient_id == "late"
+    assert rest[-1].patient_id == "Patient/late"
     assert len(rest) == 201
 
 
 def test_a_change_during_the_screen_runs_the_patient_again(store: Store, clock: Clock) -> None:
-    store.enqueue_rescreens(["p1"], "sweep")
+    store.enqueue(["Patient/p1"], "sweep")
     clock.advance(seconds=3)
     [task] = store.take_rescreens(1)
     clock.advance(seconds=1)
     during = clock.now
-    assert store.enqueue_rescreens(["p1"], "subscription", "Observation/9") == 0
+    assert store.enqueue(["Patient/p1"], "subscription", "Observation/9") == 0
     clock.advance(milliseconds=500)
-    store.enqueue_rescreens(["p1"], "subscription", "Observation/10")
+    store.enqueue(["Patient/p1"], "subscription", "Observation/10")
     assert store.take_rescreens(1) == []  # held by this worker
     assert store.finish_rescreen(task.patient_id)
-    assert store.rescreen_depth("pending") == 1
+    assert store.depth("pending") == 1
     assert store.take_rescreens(1) == []  # due 2 s after the first change during the screen
     clock.advance(seconds=2)
     [again] = store.take_rescreens(1)
@@ -77,43 +77,43 @@ def test_a_change_during_the_screen_runs_the_patient_again(store: Store, clock: 
     assert again.triggers == ("sweep", "subscription")
     assert again.source == "Observation/10"
     assert again.attempts == 1
-    assert store.finish_rescreen("p1")
-    assert store.rescreen_depth() == 0
+    assert store.finish_rescreen("Patient/p1")
+    assert store.depth() == 0
 
 
 def test_the_age_of_the_oldest_change_counts_pending_work_only(store: Store, clock: Clock) -> None:
-    assert store.oldest_rescreen_age() is None
-    store.enqueue_rescreens(["p1"], "sweep")
+    assert store.oldest_pending_age() is None
+    store.enqueue(["Patient/p1"], "sweep")
     clock.advance(seconds=10)
-    store.enqueue_rescreens(["p2"], "sweep")
-    assert store.oldest_rescreen_age() == timedelta(seconds=10)
+    store.enqueue(["Patient/p2"], "sweep")
+    assert store.oldest_pending_age() == timedelta(seconds=10)
     clock.advance(seconds=2)
     assert len(store.take_rescreens(2)) == 2
-    assert store.oldest_rescreen_age() is None  # both under way: nothing waits
+    assert store.oldest_pending_age() is None  # both under way: nothing waits
     clock.advance(seconds=3)
-    store.enqueue_rescreens(["p2"], "subscription")
+    store.enqueue(["Patient/p2"], "subscription")
     clock.advance(seconds=4)
-    assert store.oldest_rescreen_age() == timedelta(seconds=4)
+    assert store.oldest_pending_age() == timedelta(seconds=4)
 
 
 def test_another_worker_does_not_take_or_settle_a_held_patient(
     store: Store, reopen: StoreFactory, clock: Clock
 ) -> None:
     other = reopen()
-    store.enqueue_rescreens(["p1", "p2"], "request")
+    store.enqueue(["Patient/p1", "Patient/p2"], "request")
     clock.advance(seconds=2)
-    assert [t.patient_id for t in store.take_rescreens(1)] == ["p1"]
-    assert [t.patient_id for t in other.take_rescreens(5)] == ["p2"]
-    assert not other.finish_rescreen("p1")
-    assert not other.fail_rescreen("p1", "boom", None)
-    assert store.rescreen_depth() == 2
+    assert [t.patient_id for t in store.take_rescreens(1)] == ["Patient/p1"]
+    assert [t.patient_id for t in other.take_rescreens(5)] == ["Patient/p2"]
+    assert not other.finish_rescreen("Patient/p1")
+    assert not other.fail_rescreen("Patient/p1", "boom", None)
+    assert store.depth() == 2
 
 
 def test_an_expired_lease_gives_the_patient_to_another_worker(
     store: Store, reopen: StoreFactory, clock: Clock
 ) -> None:
     other = reopen()
-    store.enqueue_rescreens(["p1"], "sweep")
+    store.enqueue(["Patient/p1"], "sweep")
     clock.advance(seconds=2)
     store.take_rescreens(1)
     clock.advance(seconds=30)
@@ -124,35 +124,41 @@ def test_an_expired_lease_gives_the_patient_to_another_worker(
     assert other.requeue_expired_rescreens() == 1
     [task] = other.take_rescreens(1)
     assert task.attempts == 2
-    assert not store.finish_rescreen("p1")  # the first worker lost it
-    assert other.finish_rescreen("p1")
+    assert not store.finish_rescreen("Patient/p1")  # the first worker lost it
+    assert other.finish_rescreen("Patient/p1")
 
 
 def test_a_failed_screen_is_retried_later_or_dropped(store: Store, clock: Clock) -> None:
-    store.enqueue_rescreens(["p1", "p2"], "sweep")
+    store.enqueue(["Patient/p1", "Patient/p2"], "sweep")
     clock.advance(seconds=2)
     store.take_rescreens(2)
-    assert store.fail_rescreen("p1", "FHIR server unavailable", timedelta(seconds=30))
-    assert store.fail_rescreen("p2", "gave up", None)
-    assert store.rescreen_depth() == 1
+    assert store.fail_rescreen("Patient/p1", "FHIR server unavailable", timedelta(seconds=30))
+    assert store.fail_rescreen("Patient/p2", "gave up", None)
+    assert store.depth() == 1
     clock.advance(seconds=29)
     assert store.take_rescreens(5) == []
     clock.advance(seconds=1)
     [task] = store.take_rescreens(5)
-    assert (task.patient_id, task.attempts) == ("p1", 2)
+    assert (task.patient_id, task.attempts) == ("Patient/p1", 2)
 
 
 def test_a_graceful_stop_gives_held_patients_back_at_once(
     store: Store, reopen: StoreFactory, clock: Clock
 ) -> None:
-    store.enqueue_rescreens(["p1", "p2"], "schedule")
+    store.enqueue(["Patient/p1", "Patient/p2"], "schedule")
     clock.advance(seconds=2)
     store.take_rescreens(2)
     assert store.release_own_rescreens() == 2
-    assert {t.patient_id for t in reopen().take_rescreens(5)} == {"p1", "p2"}
+    assert {t.patient_id for t in reopen().take_rescreens(5)} == {"Patient/p1", "Patient/p2"}
 
 
 def test_an_unknown_trigger_is_refused(store: Store) -> None:
     with pytest.raises(ValueError, match="unknown trigger"):
-        store.enqueue_rescreens(["p1"], "cron")
-    assert store.enqueue_rescreens([], "sweep") == 0
+        store.enqueue(["Patient/p1"], "cron")
+    assert store.enqueue([], "sweep") == 0
+
+
+def test_an_id_and_its_reference_are_one_patient(store: Store) -> None:
+    assert store.enqueue(["p1", "Patient/p1"], "sweep") == 1
+    assert store.enqueue(["p1"], "subscription") == 0
+    assert store.depth() == 1
