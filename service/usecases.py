@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
+from service.errors import SourceUnavailable
 from service.fhir.cohort_search import check_cohort_search
 from service.fhir.errors import FhirError
 from service.fhir.record import PatientRecord
 from service.report import Tiers
-from service.runtime import Runtime, ScreenOutcome, SourceUnavailable
+from service.runtime import Runtime, ScreenOutcome
 from service.screening.result import ScreenResult
 from service.store import ChangeItem, RunInfo, RunResultItem, Store
 

@@ -21,8 +21,8 @@ from service.api.errors import ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
 from service.api.security import ApiAuthenticator, issuers_verifier
 from service.api.views import cds, changes, health, runs, screen
-from service.config import Settings, settings_from_env
 from service.runtime import Runtime
+from service.settings import Settings, settings_from_env
 
 log = logging.getLogger("medcare_screen.api")
 

@@ -12,8 +12,8 @@ from typing import TypeVar
 
 from flask import Flask, current_app
 
-from service.config import Settings
 from service.runtime import Runtime
+from service.settings import Settings
 from service.usecases import ScreeningService
 
 RUNTIME = "medcare_runtime"  # the key service/cli.py reads to close the runtime

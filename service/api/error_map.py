@@ -17,8 +17,8 @@ from flask import Flask, Response
 
 from service.api.errors import error_response
 from service.api.security import Unauthorized
+from service.errors import NotFound, SourceUnavailable
 from service.fhir.cohort_search import SearchNotAllowed
-from service.runtime import NotFound, SourceUnavailable
 from service.store import BadCursor, InvalidAsOf
 from service.usecases import NoResult, RunFinished, RunNotFound, UnsupportedPopulation
 

@@ -21,11 +21,12 @@ from collections.abc import Callable, Mapping
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import current_app, g
+from flask import g
 
+from service.api.deps import settings as current_settings
 from service.api.errors import ApiError
 from service.api.security import Principal
-from service.config import Settings
+from service.settings import Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -74,7 +75,7 @@ def granted(principal: Principal, settings: Settings) -> set[Permission]:
 
 def require(*needed: Permission) -> None:
     """403 (the API's error shape) unless the current caller holds every permission named."""
-    settings: Settings = current_app.extensions["medcare_settings"]
+    settings = current_settings()
     principal: Principal | None = g.get("principal")
     have = granted(principal, settings) if principal is not None else set()
     missing = [p for p in needed if p not in have]
