@@ -1,10 +1,19 @@
-"""The fingerprint of a result: equal for equal content, so unchanged patients are not rewritten.
+"""The fingerprint of a result's DECISION: equal for an equal decision, so a patient whose
+decision did not change gets no feed entry and no new write-back.
 
-It hashes the canonical JSON of the §7 result without what changes between runs with the same
-content: `as_of` (a daily re-screen of unchanged data must not rewrite every patient) and
-`software_version` (an upgrade that changes no result must not either; the Provenance of the
-stored version names the software that wrote it). Everything else counts: status, patient type,
-strata, review lists, notes, and every criterion's result, reason and evidence.
+fhir-contract.md "What the current result is": a change is a change of the decision (status,
+patient type, a criterion's result or reason, the rules version), not a new version of an
+unchanged resource. So the hash covers the §7 result without:
+- every criterion's `evidence` (resource references with their versions, and summaries): a
+  phone-number edit makes a new Patient version, which the age criterion cites, but decides
+  nothing. What the evidence says that matters is in the reason ("Total testosterone 1.2
+  nmol/L on 2026-10-30"), so a new value or date still changes the fingerprint;
+- `as_of` (a daily re-screen of unchanged data must not rewrite every patient) and
+  `software_version` (an upgrade that changes no result must not either; the Provenance of the
+  stored version names the software that wrote it).
+Kept: patient, study, status, patient type, strata, review lists, notes (all written back and
+derived from the decision or the record's problems), each criterion's id, kind, result and
+reason in §3 order, and the rules version.
 
 Reasons quote the screening day ("Age 76 on 2026-11-26", "no score within 90 days before
 2026-11-26"); that day is replaced by a placeholder before hashing, for the same reason.
@@ -23,6 +32,8 @@ from service.screening.result import ScreenResult
 
 FORMAT = 2  # 2: meta.profile names the MEDCARE ResearchSubject profile
 EXCLUDED = ("as_of", "software_version")
+# What a criterion contributes to the decision; its evidence does not (see the module doc).
+CRITERION_DECISION = ("id", "kind", "result", "reason")
 PREFIX = "sha256:"
 
 
@@ -31,9 +42,19 @@ def canonical_json(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def fingerprint(result: ScreenResult) -> str:
-    """`sha256:<64 hex>` of the result's run-independent content."""
+def decision(result: ScreenResult) -> dict[str, Any]:
+    """The part of the §7 result that decides "changed": everything but `EXCLUDED` and the
+    criteria's evidence."""
     content = {k: v for k, v in result.to_dict().items() if k not in EXCLUDED}
+    content["criteria"] = [
+        {key: criterion[key] for key in CRITERION_DECISION} for criterion in content["criteria"]
+    ]
+    return content
+
+
+def fingerprint(result: ScreenResult) -> str:
+    """`sha256:<64 hex>` of the result's decision (`decision`) and the write-back format."""
+    content = decision(result)
     content["writeback_format"] = FORMAT
     text = canonical_json(content).replace(result.as_of.encode(), b"{as_of}")
     return PREFIX + hashlib.sha256(text).hexdigest()

@@ -1,4 +1,4 @@
-"""The fingerprint: equal for equal content, different when anything written would differ."""
+"""The fingerprint: equal for an equal decision, different when the decision differs."""
 
 from __future__ import annotations
 
@@ -27,13 +27,12 @@ def test_run_dependent_fields_do_not_count() -> None:
     assert fingerprint(make_result(software_version="0.2.0")) == base
 
 
+# Issue 14 (fhir-contract.md "What the current result is"): a change is a change of the
+# decision, not a new version of an unchanged resource. These two cases used to be in
+# test_any_content_change_changes_the_fingerprint ("evidence-added", "evidence-version").
 @pytest.mark.parametrize(
-    "changed",
+    "same_decision",
     [
-        pytest.param(
-            with_criterion(make_result(), "age", reason="Aged 75 on 2026-11-26."), id="reason"
-        ),
-        pytest.param(with_criterion(make_result(), "age", result=Result.UNKNOWN), id="result"),
         pytest.param(
             with_criterion(
                 make_result(), "age", evidence=(Evidence("Patient/123/_history/4", "Born 1951"),)
@@ -50,6 +49,20 @@ def test_run_dependent_fields_do_not_count() -> None:
             ),
             id="evidence-version",
         ),
+    ],
+)
+def test_evidence_alone_does_not_count(same_decision: ScreenResult) -> None:
+    """A phone-number edit (a new Patient version the age criterion cites) decides nothing."""
+    assert fingerprint(same_decision) == fingerprint(make_result())
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param(
+            with_criterion(make_result(), "age", reason="Aged 75 on 2026-11-26."), id="reason"
+        ),
+        pytest.param(with_criterion(make_result(), "age", result=Result.UNKNOWN), id="result"),
         pytest.param(make_result(status=Status.INELIGIBLE), id="status"),
         pytest.param(make_result(patient_type=1), id="patient-type"),
         pytest.param(
