@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 
 from service.clock import system_now
 from service.store.base import MAX_ERROR_CHARS, MAX_PAGE, ClockLike
+from service.store.cohorts import CohortStore
 from service.store.cursors import BadCursor
 from service.store.engine import (
     DEFAULT_BUSY_TIMEOUT_S,
@@ -97,7 +98,7 @@ __all__ = [
 ]
 
 
-class Store(RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore):
+class Store(RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore):
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
 
