@@ -305,24 +305,12 @@ def table(results: dict[str, Any]) -> str:
     for label, mode, target in (("ours", "ours", "≥ 0.5"), ("ours 2 workers", "ours_w2", "–")):
         speed = fmt(nd["raw_parse_s"] / nd[f"{mode}_s"], 2)
         done = mark(ndjson_ok) if mode == "ours" else ""
-        rows.append(
-            (
-                f"NDJSON MB/s ({label} vs raw json.loads)",
-                fmt(nd[f"{mode}_mb_per_s"]),
-                fmt(nd["raw_mb_per_s"]),
-                speed,
-                target + done,
-            )
-        )
-        rows.append(
-            (
-                f"NDJSON patients/s ({label} vs raw)",
-                fmt(nd[f"{mode}_patients_per_s"]),
-                fmt(nd["raw_patients_per_s"]),
-                speed,
-                target + done,
-            )
-        )
+        for what, key in (
+            (f"MB/s ({label} vs raw json.loads)", "mb_per_s"),
+            (f"patients/s ({label} vs raw)", "patients_per_s"),
+        ):
+            ours, raw = fmt(nd[f"{mode}_{key}"]), fmt(nd[f"raw_{key}"])
+            rows.append((f"NDJSON {what}", ours, raw, speed, target + done))
     phase = nd.get("phases")
     if phase:
         raw_s = nd["raw_parse_s"]
