@@ -31,6 +31,7 @@ from service.fhir.record import PatientRecord
 from service.fhir.source import NeedsServer, PatientSource, SourceError
 from service.store import RunInfo, Store
 from service.work.outbox import Outbox
+from service.work.rescreen import InFlight, RescreenWorker
 from service.work.runs import RunExecutor
 from service.writeback.fingerprint import fingerprint
 
@@ -59,8 +60,10 @@ class PatientSourceAdapter:
     source does not have is NotFound, a server that failed is SourceUnavailable, and a run's
     population is its kind ("ids", "search", "group") and spec."""
 
-    def __init__(self, source: PatientSource) -> None:
+    def __init__(self, source: PatientSource, label: str | None = None) -> None:
         self.source = source
+        # where the data comes from, as the changes feed names it (`source_label`)
+        self.label = label
 
     @property
     def is_server(self) -> bool:
@@ -88,6 +91,12 @@ class PatientSourceAdapter:
             raise SourceUnavailable(str(exc)) from exc
 
 
+def source_label(settings: Settings) -> str:
+    """The source a result's data came from, as the changes feed says it: the FHIR server's
+    base URL, else 'files:<MEDCARE_SOURCE_PATH>' (switching between them is a visible event)."""
+    return settings.fhir.base_url or f"files:{settings.screening.source_path}"
+
+
 class Runtime:
     """Everything the API needs, built once from Settings."""
 
@@ -105,7 +114,7 @@ class Runtime:
         self.mappings = parts.mappings
         self.screener = parts.screener
         self.client = parts.client
-        self.source = PatientSourceAdapter(parts.source)
+        self.source = PatientSourceAdapter(parts.source, label=source_label(settings))
         self.writer = parts.writer
         self.store = store or make_store(settings, migrate=False)
         self.store.migrate()
@@ -116,10 +125,17 @@ class Runtime:
             self.screener,
             concurrency=settings.run_concurrency,
             stop=self._stop,
+            source_label=self.source.label,
         )
         self.outbox = (
             Outbox(self.store, self.writer, self.clock, self._stop) if self.writer else None
         )
+        self.interactive = InFlight()  # screens asked for now: re-screens wait for them
+        self.rescreens = RescreenWorker(
+            self.store, self.source, self.screener, stop=self._stop,
+            concurrency=settings.rescreen_concurrency, interactive=self.interactive,
+            write_back=settings.write_back and self.outbox is not None,
+        )  # fmt: skip
         if start_workers:
             self.start_workers()
 
@@ -131,10 +147,13 @@ class Runtime:
         self.runs.resume_interrupted()
         if self.outbox is not None:
             self.outbox.start()
+        if self.settings.embedded_worker:
+            self.rescreens.start()
 
     def close(self) -> None:
         self._stop.set()
         self.runs.close()
+        self.rescreens.close()
         if self.outbox is not None:
             self.outbox.join()
         if self.client is not None:
@@ -157,11 +176,14 @@ class Runtime:
         """The service's date (the store's: its clock, or MEDCARE_TODAY)."""
         return self.store.today()
 
-    def screen_patient(self, patient_id: str, as_of: date, write_back: bool) -> ScreenOutcome:
+    def screen_patient(
+        self, patient_id: str, as_of: date, write_back: bool, *, trigger: str = "request"
+    ) -> ScreenOutcome:
         """Screen now and store the result. As of today it is the current result (and written
         back when asked); as of an earlier day it is a look back: returned and stored, but
         never current and never written back (`write_back` "skip-look-back"). After today:
-        InvalidAsOf."""
+        InvalidAsOf. `trigger` is why (the changes feed says it): "request" for POST
+        /v1/screen; a re-screen passes "subscription", "sweep" or "schedule"."""
         look_back = self.store.check_as_of(as_of)
         if write_back and self.outbox is None:
             raise SourceUnavailable(WRITE_BACK_NEEDS_SERVER)
@@ -173,6 +195,8 @@ class Runtime:
             result.to_dict(),
             fingerprint(result),
             write_back=write_back and not look_back,
+            trigger=trigger,
+            source=self.source.label,
         )
         outcome = None
         if write_back:

@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from service.screening.result import CRITERIA
+from service.store.results import TRIGGERS
 
 FHIR_ID = validate.Regexp(r"^[A-Za-z0-9\-.]{1,64}\Z", error="not a FHIR resource id")
 CRITERION_IDS = [cid for cid, _ in CRITERIA]
@@ -213,11 +214,42 @@ class ChangeItemSchema(Schema):
         required=True, metadata={"description": "the change's number: increasing, in commit order"}
     )
     patient = fields.String(required=True)
+    previous_status = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={"description": "the status before this change; null for the first result"},
+    )
     status = fields.String(required=True)
+    changed_criteria = fields.List(
+        fields.String(),
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "ids of the criteria whose result or reason changed (all of them "
+            "for the first result; null for changes recorded before this field existed)"
+        },
+    )
+    trigger = fields.String(
+        required=True,
+        allow_none=True,
+        validate=validate.OneOf(sorted(TRIGGERS)),
+        metadata={"description": "why the screen ran; null when not said"},
+    )
+    source = fields.String(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "where the data came from: the FHIR server's base URL or "
+            "'files:<path>'; null when not said"
+        },
+    )
     as_of = fields.String(required=True)
     fingerprint = fields.String(
         required=True,
-        metadata={"description": "digest of the result's content: a new one means a change"},
+        metadata={
+            "description": "digest of the result's decision (status, patient type, each "
+            "criterion's result and reason, rules version): a new one means a change"
+        },
     )
     created_at = fields.String(required=True)
     result = fields.Nested(ResultSchema, required=True)

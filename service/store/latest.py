@@ -25,9 +25,8 @@ def _of(patient_id: str, study: str) -> tuple[Any, Any]:
 
 def lock_latest(session: Session, patient_id: str, study: str) -> str | None:
     """Lock the patient's latest_results row; its fingerprint, or None if there is none."""
-    return session.scalar(
-        select(LatestResult.fingerprint).where(*_of(patient_id, study)).with_for_update()
-    )
+    pointer = _lock_pointer(session, patient_id, study)
+    return None if pointer is None else str(pointer.fingerprint)
 
 
 def current_as_of(session: Session, patient_id: str, study: str) -> date | None:
@@ -41,6 +40,15 @@ def current_as_of(session: Session, patient_id: str, study: str) -> date | None:
     return session.scalar(select(StoredResult.as_of).where(StoredResult.id == result_id))
 
 
+def _lock_pointer(session: Session, patient_id: str, study: str) -> Any:
+    """Lock the patient's latest_results row; its (result_id, fingerprint), or None."""
+    return session.execute(
+        select(LatestResult.result_id, LatestResult.fingerprint)
+        .where(*_of(patient_id, study))
+        .with_for_update()
+    ).first()
+
+
 def replace_latest(
     session: Session,
     insert_latest: Any,
@@ -49,13 +57,17 @@ def replace_latest(
     study: str,
     result_id: int,
     fingerprint: str,
-) -> bool:
-    """Point latest_results at `result_id`; True when the content differs from before.
+) -> tuple[bool, int | None]:
+    """Point latest_results at `result_id`; whether the decision (fingerprint) differs from
+    before, and the id of the result it replaced (None for the patient's first one: the feed
+    entry's previous status and changed criteria are read from it).
 
+    An unchanged decision moves the pointer too: the current result is the newest screen, so
+    its `as_of` says how current it is; the feed and the write-back only see changes.
     `insert_latest` is the dialect's INSERT of LatestResult (ON CONFLICT DO NOTHING on both
     databases: StoreBase._insert).
     """
-    previous = lock_latest(session, patient_id, study)
+    previous = _lock_pointer(session, patient_id, study)
     pointer = {"result_id": result_id, "fingerprint": fingerprint, "updated_at": now}
     if previous is None:
         # First result of this patient. Two workers may race here: ON CONFLICT DO NOTHING
@@ -66,10 +78,10 @@ def replace_latest(
             .returning(LatestResult.patient_id)
         ).first()
         if inserted is not None:
-            return True
-        previous = lock_latest(session, patient_id, study)
+            return True, None
+        previous = _lock_pointer(session, patient_id, study)
     set_latest(session, patient_id, study, **pointer)
-    return previous != fingerprint
+    return previous.fingerprint != fingerprint, previous.result_id
 
 
 def set_latest(session: Session, patient_id: str, study: str, **values: Any) -> None:

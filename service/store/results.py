@@ -1,16 +1,20 @@
 """Results and the changes feed: record a screen (with its run patient's outcome and its
 write-back, in one transaction), the patient's current result, and the feed of changes.
 
-Results are kept forever (one row per screen); `latest_results` points at the newest one per
-patient and study. A result whose content (fingerprint) differs from the previous latest one
-gets a change sequence number, and the changes feed lists results by that number. Only a
-current result does either: a look back (as_of before the service's date, `today()`) is kept
-with its run and nothing else (fhir-contract.md "What the current result is").
+Results are kept forever (one row per screen, with the trigger and source that made it);
+`latest_results` points at the newest one per patient and study. A result whose decision
+(fingerprint) differs from the previous latest one gets a change sequence number, the previous
+status and the criteria that changed, and the changes feed lists results by that number. A
+screen with the same decision (a phone-number edit, a nightly re-screen of unchanged data) is
+kept and becomes the current result (its as_of says how current it is) but makes no feed entry
+and no write-back. Only a current result does either: a look back (as_of before the service's
+date, `today()`) is kept with its run and nothing else (fhir-contract.md "What the current
+result is").
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
 
@@ -29,9 +33,15 @@ from service.store.models import (
     ResultStatus,
     Run,
     StoredResult,
+    Trigger,
 )
 from service.store.outbox import OutboxStore
 from service.store.types import ChangeItem, Recorded
+
+# Why a screen ran, as the feed says it: the re-screen triggers of issue 14 (models.Trigger:
+# subscription, sweep, schedule, request) and a run's patient ("run").
+RUN_TRIGGER = "run"
+TRIGGERS = frozenset({t.value for t in Trigger} | {RUN_TRIGGER})
 
 
 def validated(patient_id: str, body: Mapping[str, Any]) -> tuple[str, date, str]:
@@ -52,13 +62,38 @@ def validated(patient_id: str, body: Mapping[str, Any]) -> tuple[str, date, str]
     return study, as_of, str(status)
 
 
+def _decided(body: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Each criterion's (result, reason), the screening day in reasons replaced as in the
+    fingerprint (a reason that only quotes a later day is the same reason)."""
+    day = str(body.get("as_of"))
+    criteria: Sequence[Mapping[str, Any]] = body.get("criteria") or ()
+    return {
+        c["id"]: (c.get("result"), str(c.get("reason", "")).replace(day, "{as_of}"))
+        for c in criteria
+    }
+
+
+def changed_criteria(previous: Mapping[str, Any] | None, body: Mapping[str, Any]) -> list[str]:
+    """Ids of the criteria whose result or reason differ from `previous` (all of them for a
+    patient's first result), in the result's order; criteria gone since are listed last."""
+    now = _decided(body)
+    if previous is None:
+        return list(now)
+    before = _decided(previous)
+    return [c for c in now if before.get(c) != now[c]] + [c for c in before if c not in now]
+
+
 def change_item(row: StoredResult) -> ChangeItem:
     return ChangeItem(
         seq=row.change_seq or 0,
         result_id=row.id,
         patient=row.patient_id,
         study=row.study,
+        previous_status=row.previous_status,
         status=row.status,
+        changed_criteria=row.changed_criteria,
+        trigger=row.trigger,
+        source=row.source,
         as_of=row.as_of.isoformat(),
         fingerprint=row.fingerprint,
         created_at=row.created_at.isoformat(),
@@ -82,6 +117,8 @@ class ResultStore(ClaimStore, OutboxStore):
         fingerprint: str,
         *,
         write_back: bool | None = None,
+        trigger: str | None = None,
+        source: str | None = None,
     ) -> Recorded:
         """Store a §7 result and mark the run's patient done, in ONE transaction.
 
@@ -91,7 +128,12 @@ class ResultStore(ClaimStore, OutboxStore):
         any run. With `write_back` (default: the run's `write_back`; False without a run) an
         outbox entry is queued in the same transaction, unless the FHIR server has or will
         get this content already: a crash can never keep a result and lose its write-back.
-        Returns the new result's id and whether its content changed.
+        Returns the new result's id and whether its decision changed.
+
+        `trigger` says why the screen ran (TRIGGERS: subscription, sweep, schedule, request,
+        run; a run's patient defaults to "run") and `source` where the data came from (the
+        FHIR base URL, 'files:<path>'); both are kept with every result and shown in the
+        changes feed, with the previous status and the criteria that changed.
 
         Current or look back (fhir-contract.md "What the current result is"). A result whose
         as_of is after `today()` is refused (InvalidAsOf). A look back is only stored (with its
@@ -127,9 +169,20 @@ class ResultStore(ClaimStore, OutboxStore):
             raise InvalidResult(
                 f"a fingerprint must be text of 1 to {FINGERPRINT_LENGTH} characters"
             )
+        if run_id is not None and trigger is None:
+            trigger = RUN_TRIGGER
+        if trigger is not None and trigger not in TRIGGERS:
+            raise InvalidResult(f"unknown trigger {trigger!r}: one of {sorted(TRIGGERS)}")
         look_back = self.check_as_of(as_of)
         now = self._now()
-        row = {"patient_id": patient_id, "study": study, "as_of": as_of, "status": status}
+        row = {
+            "patient_id": patient_id,
+            "study": study,
+            "as_of": as_of,
+            "status": status,
+            "trigger": trigger,
+            "source": source,
+        }
         with self._write() as session:
             if run_id is not None:
                 run = session.execute(
@@ -148,15 +201,17 @@ class ResultStore(ClaimStore, OutboxStore):
                 .values(run_id=run_id, fingerprint=fingerprint, body=body, created_at=now, **row)
                 .returning(StoredResult.id)
             ).scalar_one()
-            changed = not look_back and replace_latest(
-                session,
-                self._insert(LatestResult),
-                self._now(),
-                patient_id,
-                study,
-                result_id,
-                fingerprint,
-            )
+            changed, previous_id = False, None
+            if not look_back:
+                changed, previous_id = replace_latest(
+                    session,
+                    self._insert(LatestResult),
+                    self._now(),
+                    patient_id,
+                    study,
+                    result_id,
+                    fingerprint,
+                )
             if write_back and not look_back:
                 self._enqueue(session, patient_id, study, result_id, fingerprint)
             if run_id is not None:
@@ -167,11 +222,26 @@ class ResultStore(ClaimStore, OutboxStore):
                     {"state": PatientState.DONE.value, "result_id": result_id, "error": None},
                 )
             if changed:
+                previous = (
+                    None
+                    if previous_id is None
+                    else session.execute(
+                        select(StoredResult.status, StoredResult.body).where(
+                            StoredResult.id == previous_id
+                        )
+                    ).first()
+                )
+                what = {
+                    "previous_status": None if previous is None else previous.status,
+                    "changed_criteria": changed_criteria(
+                        None if previous is None else previous.body, body
+                    ),
+                }
                 seq = self._next_change_seq(session)
                 session.execute(
                     update(StoredResult)
                     .where(StoredResult.id == result_id)
-                    .values(change_seq=seq)
+                    .values(change_seq=seq, **what)
                     .execution_options(synchronize_session=False)
                 )
                 set_latest(session, patient_id, study, change_seq=seq)

@@ -81,11 +81,20 @@ class RunResultItem(TypedDict):
 
 
 class ChangeItem(TypedDict):
+    """One change of a patient's decision. `previous_status` None: the patient's first result;
+    `changed_criteria`: ids whose result or reason changed (all for the first result; None on
+    changes recorded before issue 14); `trigger`/`source`: why the screen ran and where its
+    data came from (None when not said)."""
+
     seq: int
     result_id: int
     patient: str
     study: str
+    previous_status: str | None
     status: str
+    changed_criteria: list[str] | None
+    trigger: str | None
+    source: str | None
     as_of: str
     fingerprint: str
     created_at: str

@@ -74,9 +74,11 @@ class RunExecutor:
         *,
         concurrency: int,
         stop: threading.Event,
+        source_label: str | None = None,
     ) -> None:
         self.store = store
         self.source = source
+        self.source_label = source_label  # the changes feed's `source` of the run's results
         self.screener = screener
         self._stop = stop
         self._patients = ThreadPoolExecutor(concurrency, thread_name_prefix="screen")
@@ -220,7 +222,12 @@ class RunExecutor:
                 )
                 return True
             self.store.record_patient_result(
-                run.id, result.patient, result.to_dict(), fingerprint(result)
+                run.id,
+                result.patient,
+                result.to_dict(),
+                fingerprint(result),
+                trigger="run",
+                source=self.source_label,
             )
             return True
         except ClaimLost:
