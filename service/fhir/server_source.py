@@ -35,7 +35,6 @@ from service.fhir.record import (
 from service.fhir.source import PopulationError as PopulationError
 from service.fhir.source import fhir_ids
 from service.mapping import Mappings
-from service.read_plan import OBSERVATION_VALUE_SETS as OBSERVATION_VALUE_SETS  # for cds.py
 from service.read_plan import read_plan
 
 log = logging.getLogger(__name__)

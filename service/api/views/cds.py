@@ -28,40 +28,17 @@ from service.api.security import (
     issuers_verifier,
 )
 from service.fhir.record import PatientRecord
-from service.fhir.server_source import OBSERVATION_VALUE_SETS
+from service.read_plan import cds_prefetch_templates, read_plan
 from service.screening.result import Result, ScreenResult, Status
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks")
 SERVICE_ID = "medcare-patient-view"
-PREFETCH_TYPES = (
-    "Condition",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-)
 
 
 def prefetch_templates() -> dict[str, str]:
-    """Prefetch that gives the service everything it reads, so a prefetching EHR costs no calls."""
-    codes: list[str] = []
-    mappings = runtime().mappings
-    for name in OBSERVATION_VALUE_SETS:
-        codes.extend(f"{system}|{code}" for system, code in mappings.vs(name).search_codes)
-    templates = {
-        "patient": "Patient/{{context.patientId}}",
-        "observations": "Observation?patient={{context.patientId}}&code=" + ",".join(codes),
-    }
-    for resource_type in PREFETCH_TYPES:
-        include = (
-            f"&_include={resource_type}:medication"
-            if resource_type.startswith("Medication")
-            else ""
-        )
-        templates[resource_type[0].lower() + resource_type[1:]] = (
-            f"{resource_type}?patient={{{{context.patientId}}}}{include}"
-        )
-    return templates
+    """Prefetch that gives the service everything it reads, so a prefetching EHR costs no calls:
+    the read plan's (service/read_plan.py), the same plan the server source searches by."""
+    return cds_prefetch_templates(read_plan(runtime().mappings))
 
 
 class CdsContextSchema(Schema):
