@@ -13,6 +13,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from service import __version__
+from service.cli_cohort import add_cohort_parser
 from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
 from service.settings import DEFAULT_SOURCE
 
@@ -134,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development mode: Flask's server, MEDCARE_ENV=development (announced loudly)",
     )
+    add_cohort_parser(commands)
     return parser
 
 
