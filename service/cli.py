@@ -1,4 +1,4 @@
-"""The command line: `medcare-screen screen | load-fixtures | serve`.
+"""The command line: `medcare-screen screen | load-fixtures | serve | worker`.
 
 Errors reach the user as one line naming what failed and where, never as a stack trace; the
 exit status says what happened (0 done, 1 some patients failed, 2 unusable input, settings or
@@ -46,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = run_cohort(args, sys.stdout, sys.stderr)
         elif args.command == "serve":
             code = run_serve(args)
+        elif args.command == "worker":
+            code = run_worker(args)
         else:
             code = run_screen(args, sys.stdout, sys.stderr)
         sys.stdout.flush()  # a full disk or a closed pipe is reported here, not at exit
@@ -249,6 +251,29 @@ def run_serve(args: argparse.Namespace) -> int:
             return app
 
     _Gunicorn().run()
+    return EXIT_OK
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    """Background work apart from HTTP until SIGTERM or SIGINT: re-screens of the queue, the
+    write-back outbox and interrupted runs, on the database every process shares."""
+    import signal
+    import threading
+
+    from service.runtime import Runtime
+
+    settings = settings_from_env()
+    if args.concurrency:
+        settings = settings.with_overrides(rescreen_concurrency=args.concurrency)
+    runtime = Runtime(settings, start_workers=False)
+    stopped = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stopped.set())
+    runtime.start_workers()
+    runtime.rescreens.start()  # whatever MEDCARE_EMBEDDED_WORKER says: this is the worker
+    print(f"medcare-screen: worker {runtime.store.owner} started", file=sys.stderr)
+    stopped.wait()
+    runtime.close()  # what this worker holds goes back to the queue at once
     return EXIT_OK
 
 

@@ -135,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="development mode: Flask's server, MEDCARE_ENV=development (announced loudly)",
     )
+    worker = commands.add_parser(
+        "worker", help="re-screen queued patients apart from HTTP (settings from MEDCARE_*)"
+    )
+    worker.add_argument(
+        "--concurrency", type=_positive, default=None, metavar="N",
+        help="patients screened at once (default: $MEDCARE_RESCREEN_CONCURRENCY, else 2)",
+    )  # fmt: skip
     add_cohort_parser(commands)
     return parser
 

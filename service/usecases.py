@@ -69,14 +69,16 @@ class ScreeningService:
         """Screen one patient now as of `as_of` (default the service's date) and store it.
         NotFound, SourceUnavailable (the FHIR server failed), InvalidAsOf (after today)."""
         as_of = as_of or self.runtime.today()
-        return self.runtime.screen_patient(patient_id, as_of, write_back)
+        with self.runtime.interactive:  # re-screens take nothing new meanwhile
+            return self.runtime.screen_patient(patient_id, as_of, write_back)
 
     def screen_record(self, patient_id: str, record: PatientRecord | None) -> ScreenResult:
         """Screen as of the service's date (MEDCARE_TODAY) without storing: the record given
         (a CDS Hooks prefetch), else the patient read from the configured source."""
-        if record is None:
-            record = self.runtime.source.record(patient_id)
-        return self.runtime.screener.screen(record, self.runtime.today())
+        with self.runtime.interactive:  # re-screens take nothing new meanwhile
+            if record is None:
+                record = self.runtime.source.record(patient_id)
+            return self.runtime.screener.screen(record, self.runtime.today())
 
     def latest_result(self, patient_id: str) -> dict[str, Any]:
         """The latest stored result of a patient for this study (NoResult without one)."""

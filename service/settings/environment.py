@@ -169,6 +169,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MEDCARE_WRITE_BACK", "write_back", _bool),
     Variable("MEDCARE_WRITE_INELIGIBLE", "write_ineligible", _bool),
     Variable("MEDCARE_RUN_CONCURRENCY", "run_concurrency", _whole(1)),
+    Variable("MEDCARE_EMBEDDED_WORKER", "embedded_worker", _bool),
+    Variable("MEDCARE_RESCREEN_CONCURRENCY", "rescreen_concurrency", _whole(1)),
+    Variable("MEDCARE_RESCREEN_DELAY_S", "rescreen_delay_s", _whole(0)),
 )
 
 

@@ -72,6 +72,9 @@ class FlatNames:
     write_back = Flat[bool]("screening", "write_back")
     write_ineligible = Flat[bool]("screening", "write_ineligible")
     run_concurrency = Flat[int]("screening", "run_concurrency")
+    embedded_worker = Flat[bool]("screening", "embedded_worker")
+    rescreen_concurrency = Flat[int]("screening", "rescreen_concurrency")
+    rescreen_delay_s = Flat[int]("screening", "rescreen_delay_s")
 
 
 # flat name -> (section, field), for construction and overrides

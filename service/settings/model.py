@@ -151,6 +151,12 @@ class ScreeningSettings(_Section):
     write_back: bool = False
     write_ineligible: bool = False
     run_concurrency: Annotated[int, Field(ge=1)] = 4
+    # re-screens of the queue (issue 14): `serve` runs them in its own processes unless this
+    # is off (then `medcare-screen worker` does); patients at once per process; a burst of
+    # changes for one patient within this many seconds of the first is one screen
+    embedded_worker: bool = True
+    rescreen_concurrency: Annotated[int, Field(ge=1)] = 2
+    rescreen_delay_s: Annotated[int, Field(ge=0)] = 2
 
 
 SECTIONS = {

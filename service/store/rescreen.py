@@ -214,6 +214,13 @@ class RescreenStore(StoreBase):
             for row in ordered
         ]  # fmt: skip
 
+    def any_due(self) -> bool:
+        """Whether some patient is due (a read: an idle worker polls with it, and takes, which
+        writes, only when there is something to take)."""
+        due = and_(PENDING, RescreenJob.due_at <= self._now())
+        with self._read() as session:
+            return session.scalar(select(RescreenJob.patient_id).where(due).limit(1)) is not None
+
     def finish_rescreen(self, patient_id: str) -> bool:
         """The patient was screened: its row goes, or back to pending when a change came
         during the screen (`again`). False when this Store no longer held it (its lease ran
@@ -267,6 +274,8 @@ class RescreenStore(StoreBase):
         now = self._now()
         with self._read() as session:
             owners = set(session.scalars(select(RescreenJob.claimed_by).distinct().where(CLAIMED)))
+        if not owners:
+            return 0
         dead = [o for o in owners if o is not None and o != self.owner and owner_is_dead(o)]
         gone: list[ColumnElement[bool]] = JOBS.expired(now)
         if dead:

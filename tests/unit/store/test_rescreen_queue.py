@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
+from service.errors import SourceUnavailable
+from service.runtime import Runtime
+from service.settings import settings_from_env
+from service.store.models import RescreenJob, StoredResult
 from service.store.repository import Store
 from tests.unit.store.conftest import StoreFactory
-from tests.unit.store.helpers import Clock
+from tests.unit.store.helpers import STUDY, Clock
 
 
 def test_a_burst_of_fifty_changes_for_one_patient_is_one_job(store: Store, clock: Clock) -> None:
@@ -162,3 +170,66 @@ def test_an_id_and_its_reference_are_one_patient(store: Store) -> None:
     assert store.enqueue(["p1", "Patient/p1"], "sweep") == 1
     assert store.enqueue(["p1"], "subscription") == 0
     assert store.depth() == 1
+
+
+# -- the worker (service/work/rescreen.py) over the fixture patients, on SQLite ---------------
+
+
+@pytest.fixture
+def runtime() -> Iterator[Runtime]:
+    runtime = Runtime(settings_from_env(), start_workers=False)
+    yield runtime
+    runtime.close()
+
+
+def test_the_worker_screens_each_taken_patient_as_a_request_would(runtime: Runtime) -> None:
+    store = runtime.store
+    patients = ["fx-age-17", "Patient/fx-age-18th-birthday-on-as-of"]
+    store.enqueue([*patients, "fx-no-such-patient"], "sweep", "Observation", delay=timedelta(0))
+    assert runtime.rescreens.run_once(10) == 3
+    assert store.depth() == 0  # screened, and the unknown patient dropped
+    for patient in patients:
+        ref = patient if patient.startswith("Patient/") else f"Patient/{patient}"
+        current = store.latest_result(ref, STUDY)
+        expected = runtime.screener.screen(runtime.source.record(ref[8:]), store.today())
+        assert current == expected.to_dict()
+    with Session(store.engine) as session:  # the changes feed says why they were screened
+        why = session.execute(select(StoredResult.trigger, StoredResult.source)).all()
+    assert why == [("sweep", runtime.source.label)] * len(patients)
+
+
+def test_the_worker_takes_nothing_while_a_request_is_screened(runtime: Runtime) -> None:
+    runtime.store.enqueue(["fx-age-17"], "subscription", delay=timedelta(0))
+    with runtime.interactive:
+        assert runtime.rescreens._take_and_submit() == 0
+    assert runtime.store.depth("pending") == 1
+
+
+def test_the_worker_thread_empties_the_queue_and_gives_back_at_close(runtime: Runtime) -> None:
+    store = runtime.store
+    store.enqueue(["fx-age-17"], "request", delay=timedelta(0))
+    runtime.rescreens.start()
+    deadline = time.monotonic() + 20
+    while store.depth() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert store.depth() == 0
+    assert store.latest_result("Patient/fx-age-17", STUDY) is not None
+
+
+def test_a_failing_screen_is_retried_later_then_given_up(
+    runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(_patient_id: str) -> None:
+        raise SourceUnavailable("FHIR server unavailable (503)")
+
+    monkeypatch.setattr(runtime.rescreens.source, "record", broken)
+    store = runtime.store
+    store.enqueue(["fx-age-17"], "sweep", delay=timedelta(0))
+    for _attempt in range(3):
+        assert runtime.rescreens.run_once() == 1
+        assert store.depth("pending") == 1
+        with Session(store.engine) as session:  # due again later: make it due now
+            session.execute(update(RescreenJob).values(due_at=store._now()))
+            session.commit()
+    assert runtime.rescreens.run_once() == 1
+    assert store.depth() == 0
