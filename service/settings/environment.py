@@ -163,6 +163,11 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MEDCARE_CORS_ORIGINS", "cors_origins", _list),
     Variable("MEDCARE_MAX_REQUEST_BYTES", "max_request_bytes", _whole(1)),
     Variable("MEDCARE_ALLOW_NO_AUTH", "allow_no_auth", _bool),
+    Variable("MEDCARE_OIDC_ISSUER", "oidc_issuer"),
+    Variable("MEDCARE_OIDC_CLIENT_ID", "oidc_client_id"),
+    Variable("MEDCARE_OIDC_CLIENT_SECRET", "oidc_client_secret", secret=True),
+    Variable("MEDCARE_OIDC_ROLE_CLAIM", "oidc_role_claim"),
+    Variable("MEDCARE_SESSION_SECRET", "session_secret", secret=True),
     # screening
     Variable("MEDCARE_MAPPINGS_DIR", "mappings_dir", lambda _name, raw: Path(raw)),
     Variable("MEDCARE_SOURCE_PATH", "source_path", lambda _name, raw: Path(raw)),

@@ -143,6 +143,13 @@ class ApiSettings(_Section):
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Field(ge=1)] = 1_000_000
     allow_no_auth: bool = False  # development only; announced at start-up
+    # people signing in to the web pages (issue 15): the hospital's OpenID provider, this
+    # service's client there, the claim that carries the role, the key of the session cookie
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: SecretStr | None = None
+    oidc_role_claim: str = "medcare_role"
+    session_secret: SecretStr | None = None
 
 
 class ScreeningSettings(_Section):
