@@ -66,6 +66,7 @@ from service.store.types import (
     RunResultItem,
     WritebackSummary,
 )
+from service.store.worklist import WorklistStore
 
 __all__ = [
     "DEFAULT_CLAIM_LEASE",
@@ -98,7 +99,9 @@ __all__ = [
 ]
 
 
-class Store(RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore):
+class Store(
+    RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore, WorklistStore
+):
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
 
