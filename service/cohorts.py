@@ -213,21 +213,22 @@ class Cohorts:
     def refresh(self, name: str) -> CohortInfo:
         """Resolve the members again now and queue those new to the population for a
         screen; the cohort as refreshed."""
-        self.get(name)
-        joining = self._joining(self.refresh_members(name))
-        self._screen_joining(name, joining)
+        self.refresh_members(name, screen_joining=True)
         return self.get(name)
 
-    def refresh_members(self, name: str) -> list[str]:
+    def refresh_members(self, name: str, *, screen_joining: bool = False) -> list[str]:
         """Resolve cohort `name`'s members from its search, Group or list and store them; the
         members (references, sorted). The scheduled re-screen calls this, then queues them
-        all. CohortNotFound; SourceUnavailable when the FHIR server fails or is needed and
-        absent; InvalidCohort when the server refuses the search or has no such Group. On
-        failure the members of the last refresh stay."""
+        all; `screen_joining` queues only those new to the population. CohortNotFound;
+        SourceUnavailable when the FHIR server fails; InvalidCohort when there is no server
+        to ask, or it refuses the search or has no such Group. On failure the members of the
+        last refresh stay."""
         info = self.get(name)
         members = self.resolve(CohortDefinition(info.kind, info.spec, info.schedule))
+        joining = self._joining(members) if screen_joining else []
         if self.store.set_cohort_members(name, members) is None:
             raise CohortNotFound(name)
+        self._screen_joining(name, joining)
         return self.store.cohort_members(name)
 
     def resolve(self, cohort: CohortDefinition) -> list[str]:
@@ -237,7 +238,8 @@ class Cohorts:
             return list(cohort.spec)
         try:
             return list(self.source.patient_ids(SOURCE_KINDS[cohort.kind], cohort.spec))
-        except PopulationError as exc:
+        except (PopulationError, SourceUnavailable) as exc:
+            # the runtime's source says SourceUnavailable for a search or Group asked of files
             raise InvalidCohort(str(exc)) from exc
         except FhirError as exc:
             if exc.status in (400, 404, 410, 422):

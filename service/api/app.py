@@ -19,17 +19,21 @@ from service.api.bodies import check_json_body
 from service.api.error_map import register_domain_errors
 from service.api.errors import ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
+from service.api.openapi import ASSETS_ENDPOINT, ASSETS_URL, complete_spec, register_docs_assets
 from service.api.security import ApiAuthenticator, issuers_verifier
-from service.api.views import cds, changes, health, runs, screen
+from service.api.views import cds, changes, cohorts, health, runs, screen
+from service.api.views.notifications import ENDPOINTS as NOTIFICATION_ENDPOINTS
+from service.api.views.notifications import blp as notifications_blp
 from service.runtime import Runtime
 from service.settings import Settings, settings_from_env
 
 log = logging.getLogger("medcare_screen.api")
 
-# Endpoints that return no patient data; everything else requires authentication.
+# Endpoints that return no patient data; everything else requires authentication. FHIR
+# Subscription notifications prove themselves with their own secret (views/notifications.py).
 PUBLIC_ENDPOINTS = {
     "health.live", "health.ready", "metrics", "api-docs.openapi_json", "api-docs.openapi_swagger_ui",
-    "cds.discovery", "static",
+    "cds.discovery", "static", ASSETS_ENDPOINT, *NOTIFICATION_ENDPOINTS,
 }  # fmt: skip
 
 
@@ -51,7 +55,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=ASSETS_URL,  # vendored: no CDN on a hospital network
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         JSON_SORT_KEYS=False,
         API_SPEC_OPTIONS={
@@ -88,8 +92,11 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
         response.headers.setdefault("Cache-Control", "no-store")
         return response
 
-    for blueprint in (screen.blp, runs.blp, changes.blp, health.blp, cds.blp):
+    for blueprint in (screen.blp, runs.blp, cohorts.blp, changes.blp, health.blp, cds.blp):
         api.register_blueprint(blueprint)
+    api.register_blueprint(notifications_blp)
+    complete_spec(api)  # operationIds, 401/403, the 202 Location header
+    register_docs_assets(app)
     register_metrics(app)
     register_error_handlers(app)
     register_domain_errors(app)

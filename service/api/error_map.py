@@ -17,6 +17,7 @@ from flask import Flask, Response
 
 from service.api.errors import error_response
 from service.api.security import Unauthorized
+from service.cohorts import CohortExists, CohortNotFound, InvalidCohort
 from service.errors import NotFound, SourceUnavailable
 from service.fhir.cohort_search import SearchNotAllowed
 from service.store import BadCursor, InvalidAsOf
@@ -48,6 +49,9 @@ ERRORS: dict[type[Exception], HttpError] = {
     RunNotFound: HttpError(404, "run-not-found"),
     NoResult: HttpError(404, "no-result"),
     RunFinished: HttpError(409, "run-finished"),
+    InvalidCohort: HttpError(400, "invalid-cohort"),
+    CohortNotFound: HttpError(404, "cohort-not-found"),
+    CohortExists: HttpError(409, "cohort-exists"),
     SourceUnavailable: HttpError(502, "fhir-server-error"),  # its words are quoted
 }
 

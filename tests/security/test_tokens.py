@@ -90,6 +90,12 @@ NEEDS = {
     ("post", "/v1/runs/fx-base/cancel"): {SCREEN},
     ("get", "/v1/patients/fx-base/result"): {READ},
     ("get", "/v1/changes"): {READ},
+    ("get", "/v1/cohorts"): {READ},
+    ("post", "/v1/cohorts"): {SCREEN},
+    ("get", "/v1/cohorts/fx-base"): {READ},
+    ("put", "/v1/cohorts/fx-base"): {SCREEN},
+    ("delete", "/v1/cohorts/fx-base"): {SCREEN},
+    ("post", "/v1/cohorts/fx-base/refresh"): {SCREEN},
 }
 BODY = {"patient": "fx-base", "patients": ["fx-base"]}
 
