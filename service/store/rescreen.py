@@ -226,11 +226,11 @@ class RescreenStore(StoreBase):
         during the screen (`again`). False when this Store no longer held it (its lease ran
         out and another worker took it)."""
         mine = (RescreenJob.patient_id == patient_id, *JOBS.held_by(self.owner))
-        with self._write() as session:
-            again = {**self._back_to_pending(), "attempts": 0}
-            if JOBS.settle(session, *mine, RescreenJob.again.is_(True), **again):
+        with self._write() as session:  # the common case first: no change came meanwhile
+            if _delete(session, *mine, RescreenJob.again.is_(False)):
                 return True
-            return _delete(session, *mine)
+            again = {**self._back_to_pending(), "attempts": 0}
+            return bool(JOBS.settle(session, *mine, RescreenJob.again.is_(True), **again))
 
     def fail_rescreen(self, patient_id: str, error: str, retry_in: timedelta | None) -> bool:
         """The screen failed (`error`: ids and causes only). The row is due again in
