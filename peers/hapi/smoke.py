@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import re
+import statistics
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,8 @@ EXT = "https://medcare-screen.org/fhir/StructureDefinition/screening-result"
 SCREENING_CS = "https://medcare-screen.org/fhir/CodeSystem/screening"
 
 Response = tuple[int, dict[str, str], Any]
+# (arrival time.monotonic(), method, path, headers, body) of a request to the Receiver
+Delivery = tuple[float, str, str, dict[str, str], bytes]
 
 
 class Smoke:
@@ -436,6 +442,132 @@ def run(s: Smoke) -> None:
     s.refuses("invalid entry inside a batch rejected by the validator (whole request)", answer)
 
 
+class Receiver:
+    """A loopback HTTP server that records every request: the rest-hook endpoint."""
+
+    def __init__(self) -> None:
+        self.got: list[Delivery] = []
+        self._cond = threading.Condition()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                size = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(size) if size else b""
+                with receiver._cond:
+                    entry = (time.monotonic(), self.command, self.path, dict(self.headers), body)
+                    receiver.got.append(entry)
+                    receiver._cond.notify_all()
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_POST = do_PUT = do_DELETE = _record
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def wait(self, found: Callable[[Delivery], bool], timeout: float = 30.0) -> Delivery | None:
+        """The first request so far or within `timeout` s for which `found` holds."""
+        end = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                hit = next((entry for entry in self.got if found(entry)), None)
+                if hit is not None or time.monotonic() >= end:
+                    return hit
+                self._cond.wait(end - time.monotonic())
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def subscriptions(s: Smoke) -> None:
+    """R4 rest-hook Subscriptions: activated, matched by code, delivered with the channel's
+    header, with the resource (payload application/fhir+json) or empty (no payload)."""
+    tag = uuid.uuid4().hex[:8]
+    secret = uuid.uuid4().hex
+    receiver = Receiver()
+    pid = f"sub-{tag}"
+    s.call("PUT", f"Patient/{pid}", {"resourceType": "Patient", "id": pid})
+    sub_ids = {"full": f"smoke-full-{tag}", "idonly": f"smoke-idonly-{tag}"}
+    try:
+        for kind, sub_id in sub_ids.items():
+            channel = {
+                "type": "rest-hook",
+                "endpoint": f"{receiver.url}/hook/{kind}",
+                "header": [f"Authorization: Bearer {secret}"],
+                **({"payload": FHIR_JSON} if kind == "full" else {}),
+            }
+            sub = {
+                "resourceType": "Subscription",
+                "id": sub_id,
+                "status": "requested",
+                "reason": "smoke",
+                "criteria": "Observation?code=http://loinc.org|2986-8",
+                "channel": channel,
+            }
+            st, _, body = s.call("PUT", f"Subscription/{sub_id}", sub)
+            s.check(f"Subscription ({kind}) created", st == 201, f"{st} {errors(body)[:1]}")
+        t0, status = time.monotonic(), [""]
+        while time.monotonic() - t0 < 60 and set(status) != {"active"}:
+            time.sleep(0.2)
+            status = [s.call("GET", f"Subscription/{i}")[2].get("status") for i in sub_ids.values()]
+        s.check(
+            "Subscriptions activated (requested -> active)",
+            set(status) == {"active"},
+            f"{status} after {time.monotonic() - t0:.1f} s",
+        )
+        # HAPI may also deliver changes made before the Subscription existed (see README):
+        # look for these two Observations by id
+        _, _, other = s.call("POST", "Observation", obs(f"Patient/{pid}", "14913-8"))
+        st, _, created = s.call("POST", "Observation", obs(f"Patient/{pid}", "2986-8"))
+        oid = created.get("id") if st == 201 else None
+        full = receiver.wait(lambda d: d[2] == f"/hook/full/Observation/{oid}")
+        s.check(
+            "payload application/fhir+json: PUT endpoint/Observation/<id> with the resource",
+            full is not None
+            and full[1] == "PUT"
+            and json.loads(full[4]).get("id") == oid
+            and full[3].get("Authorization") == f"Bearer {secret}",
+            f"{full[1:3] if full else 'nothing delivered'}",
+        )
+        bare = receiver.wait(lambda d: d[2] == "/hook/idonly")
+        s.check(
+            "no payload: empty POST to the endpoint, with the header, naming no resource",
+            bare is not None
+            and bare[1] == "POST"
+            and bare[4] == b""
+            and bare[3].get("Authorization") == f"Bearer {secret}",
+            f"{bare[1:3] if bare else 'nothing delivered'}",
+        )
+        s.check(
+            "an Observation with another code is not delivered",
+            all(d[2] != f"/hook/full/Observation/{other.get('id')}" for d in receiver.got),
+            f"{sorted({d[2] for d in receiver.got})}",
+        )
+        latencies = []
+        for _ in range(20):
+            start = time.monotonic()
+            st, _, created = s.call("POST", "Observation", obs(f"Patient/{pid}", "2986-8"))
+            path = f"/hook/full/Observation/{created.get('id')}"
+            hit = receiver.wait(lambda d, path=path: d[2] == path)
+            latencies.append(hit[0] - start if hit else float("inf"))
+        s.check(
+            "20 deliveries, write to arrival",
+            max(latencies) < 30,
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms",
+        )
+    finally:
+        for sub_id in sub_ids.values():
+            s.call("DELETE", f"Subscription/{sub_id}")
+        receiver.close()
+
+
 def start_peer() -> tuple[subprocess.Popen[str], str]:
     """Start ./run 0 and wait for its "HAPI peer ready on URL" line."""
     run_script = Path(__file__).resolve().parent / "run"
@@ -462,6 +594,7 @@ def main() -> int:
     try:
         smoke = Smoke(base)
         run(smoke)
+        subscriptions(smoke)
     finally:
         if proc is not None:
             proc.terminate()

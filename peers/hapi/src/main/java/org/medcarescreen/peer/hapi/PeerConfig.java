@@ -21,6 +21,9 @@ import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
 import ca.uhn.fhir.jpa.provider.JpaSystemProvider;
 import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
 import ca.uhn.fhir.jpa.subscription.channel.config.SubscriptionChannelConfig;
+import ca.uhn.fhir.jpa.subscription.match.config.SubscriptionProcessorConfig;
+import ca.uhn.fhir.jpa.subscription.match.deliver.email.IEmailSender;
+import ca.uhn.fhir.jpa.subscription.submit.config.SubscriptionSubmitterConfig;
 import ca.uhn.fhir.rest.api.IResourceSupportedSvc;
 import ca.uhn.fhir.rest.server.RestfulServer;
 import ca.uhn.fhir.rest.server.interceptor.RequestValidatingInterceptor;
@@ -31,6 +34,7 @@ import ca.uhn.fhir.validation.ResultSeverityEnum;
 import jakarta.persistence.EntityManagerFactory;
 import org.apache.commons.dbcp2.BasicDataSource;
 import org.hl7.fhir.common.hapi.validation.validator.FhirInstanceValidator;
+import org.hl7.fhir.dstu2.model.Subscription; // HAPI keys its channel types by the DSTU2 enum, for every FHIR version
 import org.springframework.beans.factory.annotation.Qualifier;
 import org.springframework.beans.factory.config.ConfigurableListableBeanFactory;
 import org.springframework.context.annotation.Bean;
@@ -56,7 +60,9 @@ import java.util.Properties;
 	HapiJpaConfig.class, // paging provider, stale-search cleanup, fulltext service (a no-op here)
 	JpaBatch2Config.class, // batch2 job store: JPA services ($reindex etc.) depend on it
 	Batch2JobsConfig.class,
-	SubscriptionChannelConfig.class, // in-memory message broker that batch2 uses for its work queue
+	SubscriptionChannelConfig.class, // in-memory message broker: batch2's work queue, subscription delivery
+	SubscriptionSubmitterConfig.class, // on every write: queue the change for matching; validate Subscriptions
+	SubscriptionProcessorConfig.class, // match changes against active Subscriptions, deliver rest-hooks
 	ThreadPoolFactoryConfig.class // thread pools for parallel batch-bundle GETs
 })
 public class PeerConfig {
@@ -65,6 +71,9 @@ public class PeerConfig {
 	static final int DEFAULT_PAGE_SIZE = 20;
 
 	static final int MAX_PAGE_SIZE = 200;
+
+	/** How often changes are handed to the Subscription matcher (HAPI's default: 5,000). */
+	static final long SUBSCRIPTION_INTERVAL_MS = 500;
 
 	@Bean
 	public JpaStorageSettings storageSettings() {
@@ -86,9 +95,31 @@ public class PeerConfig {
 		return new PartitionSettings(); // partitioning off
 	}
 
+	/**
+	 * R4 rest-hook Subscriptions, matched in memory and delivered from this process (the
+	 * starter's {@code hapi.fhir.subscription.resthook_enabled}). Only rest-hook: the service
+	 * under test receives notifications over HTTP; e-mail, websocket and message channels are
+	 * not needed and stay off.
+	 */
 	@Bean
 	public SubscriptionSettings subscriptionSettings() {
-		return new SubscriptionSettings(); // no subscription channel types enabled
+		SubscriptionSettings s = new SubscriptionSettings();
+		s.addSupportedSubscriptionType(Subscription.SubscriptionChannelType.RESTHOOK);
+		// HAPI persists every change and a scheduled job hands the backlog to the matcher every
+		// SUBSCRIPTION_INTERVAL_MS (HAPI's default 5 s puts 0-5 s into every delivery; 5000
+		// behaves like a stock server). Subscription resources themselves are queued at once,
+		// so a new Subscription is active within about a second.
+		s.setSubscriptionIntervalInMs(Long.getLong("hapi.peer.subscriptionIntervalMs", SUBSCRIPTION_INTERVAL_MS));
+		s.setSubscriptionChangeQueuedImmediately(true);
+		return s;
+	}
+
+	/** The delivery listener factory wants a mail sender; e-mail channels are not enabled. */
+	@Bean
+	public IEmailSender emailSender() {
+		return details -> {
+			throw new UnsupportedOperationException("e-mail subscriptions are not enabled on this peer");
+		};
 	}
 
 	/**

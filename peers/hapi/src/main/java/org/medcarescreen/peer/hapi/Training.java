@@ -1,10 +1,15 @@
 package org.medcarescreen.peer.hapi;
 
+import com.sun.net.httpserver.HttpServer;
+
+import java.net.InetSocketAddress;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
 import java.time.Duration;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
 
 /**
  * The training run behind the start-up cache ({@code ./build} runs
@@ -14,7 +19,8 @@ import java.time.Duration;
  * sharing archive written at the end of one run lets later runs map them in instead. The
  * archive holds the classes that were loaded during the run, so besides starting, the training
  * run goes once through the kinds of request the tests make: metadata, a validated create, a
- * search, a transaction, a rejected write. Then the JVM exits and the archive is written.
+ * search, a transaction, a rejected write, a rest-hook Subscription delivery. Then the JVM
+ * exits and the archive is written.
  */
 final class Training {
 
@@ -45,6 +51,38 @@ final class Training {
 		call(http, "POST", base + "/ResearchSubject", """
 				{"resourceType":"ResearchSubject","status":"bogus",
 				 "study":{"reference":"ResearchStudy/none"},"individual":{"reference":"Patient/train-1"}}""");
+		subscription(http, base);
+	}
+
+	/** A rest-hook Subscription to a loopback receiver, one delivery, then the delete. */
+	private static void subscription(HttpClient http, String base) throws Exception {
+		CountDownLatch delivered = new CountDownLatch(1);
+		HttpServer receiver = HttpServer.create(new InetSocketAddress("127.0.0.1", 0), 0);
+		receiver.createContext("/", exchange -> {
+			exchange.getRequestBody().readAllBytes();
+			exchange.sendResponseHeaders(200, -1);
+			exchange.close();
+			delivered.countDown();
+		});
+		receiver.start();
+		try {
+			call(http, "PUT", base + "/Subscription/train-1", """
+					{"resourceType":"Subscription","id":"train-1","status":"requested","reason":"training",
+					 "criteria":"Observation?code=http://loinc.org|2986-8",
+					 "channel":{"type":"rest-hook","endpoint":"http://127.0.0.1:%d/hook",
+					  "payload":"application/fhir+json","header":["Authorization: Bearer train"]}}""".formatted(
+					receiver.getAddress().getPort()));
+			for (int i = 0; i < 50 && delivered.getCount() > 0; i++) {
+				call(http, "POST", base + "/Observation", """
+						{"resourceType":"Observation","status":"final","subject":{"reference":"Patient/train-1"},
+						 "code":{"coding":[{"system":"http://loinc.org","code":"2986-8"}]}}""");
+				delivered.await(1, TimeUnit.SECONDS);
+			}
+			System.out.printf("training: rest-hook delivered: %s%n", delivered.getCount() == 0);
+			call(http, "DELETE", base + "/Subscription/train-1", null);
+		} finally {
+			receiver.stop(0);
+		}
 	}
 
 	private static void call(HttpClient http, String method, String url, String body) throws Exception {
