@@ -271,6 +271,7 @@ def run_worker(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda *_: stopped.set())
     runtime.start_workers()
     runtime.rescreens.start()  # whatever MEDCARE_EMBEDDED_WORKER says: this is the worker
+    runtime.scheduler.start()  # sweeps and cohort re-screens, each fired once across processes
     print(f"medcare-screen: worker {runtime.store.owner} started", file=sys.stderr)
     stopped.wait()
     runtime.close()  # what this worker holds goes back to the queue at once

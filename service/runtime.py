@@ -33,6 +33,7 @@ from service.store import RunInfo, Store
 from service.work.outbox import Outbox
 from service.work.rescreen import InFlight, RescreenWorker
 from service.work.runs import RunExecutor
+from service.work.scheduler import scheduler_of
 from service.writeback.fingerprint import fingerprint
 
 __all__ = [
@@ -136,6 +137,7 @@ class Runtime:
             concurrency=settings.rescreen_concurrency, interactive=self.interactive,
             write_back=settings.write_back and self.outbox is not None,
         )  # fmt: skip
+        self.scheduler = scheduler_of(self, self._stop)  # sweeps and cohort re-screens
         if start_workers:
             self.start_workers()
 
@@ -149,11 +151,13 @@ class Runtime:
             self.outbox.start()
         if self.settings.embedded_worker:
             self.rescreens.start()
+            self.scheduler.start()
 
     def close(self) -> None:
         self._stop.set()
         self.runs.close()
         self.rescreens.close()
+        self.scheduler.close()
         if self.outbox is not None:
             self.outbox.join()
         if self.client is not None:

@@ -273,9 +273,16 @@ class FhirClient:
         self, resource_type: str, params: SearchParams, patient: str | None = None
     ) -> Iterator[Resource]:
         """Every matched and included resource of a search, following `next` links to the end."""
+        yield from self.search_pages(resource_type, params, patient)[1]
+
+    def search_pages(
+        self, resource_type: str, params: SearchParams, patient: str | None = None
+    ) -> tuple[Resource, Iterator[Resource]]:
+        """The first page of a search, read now, and its resources and the later pages' (as
+        `search`): a sweep needs the Bundle's meta.lastUpdated, the server's own clock."""
         url = self._http.url(search_path(resource_type, params))
         bundle = self._http.get(url, patient, "Bundle")
-        yield from self.follow(bundle, self._http.describe("GET", url), patient, first_url=url)
+        return bundle, self.follow(bundle, self._http.describe("GET", url), patient, first_url=url)
 
     def follow(
         self,

@@ -177,6 +177,9 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MEDCARE_EMBEDDED_WORKER", "embedded_worker", _bool),
     Variable("MEDCARE_RESCREEN_CONCURRENCY", "rescreen_concurrency", _whole(1)),
     Variable("MEDCARE_RESCREEN_DELAY_S", "rescreen_delay_s", _whole(0)),
+    Variable("MEDCARE_SWEEP_INTERVAL_S", "sweep_interval_s", _whole(0)),
+    Variable("MEDCARE_SWEEP_SKEW_S", "sweep_skew_s", _whole(0)),
+    Variable("MEDCARE_SWEEP_MAX_AGE_S", "sweep_max_age_s", _whole(1)),
 )
 
 

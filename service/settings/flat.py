@@ -80,6 +80,9 @@ class FlatNames:
     embedded_worker = Flat[bool]("screening", "embedded_worker")
     rescreen_concurrency = Flat[int]("screening", "rescreen_concurrency")
     rescreen_delay_s = Flat[int]("screening", "rescreen_delay_s")
+    sweep_interval_s = Flat[int]("screening", "sweep_interval_s")
+    sweep_skew_s = Flat[int]("screening", "sweep_skew_s")
+    sweep_max_age_s = Flat[int | None]("screening", "sweep_max_age_s")
 
 
 # flat name -> (section, field), for construction and overrides

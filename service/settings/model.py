@@ -164,6 +164,12 @@ class ScreeningSettings(_Section):
     embedded_worker: bool = True
     rescreen_concurrency: Annotated[int, Field(ge=1)] = 2
     rescreen_delay_s: Annotated[int, Field(ge=0)] = 2
+    # incremental sweeps (issue 14): every this many seconds (0: none), asking this much before
+    # the watermark (late-visible writes); readiness reports a type not swept for max age
+    # seconds (None: 3 x the interval)
+    sweep_interval_s: Annotated[int, Field(ge=0)] = 300
+    sweep_skew_s: Annotated[int, Field(ge=0)] = 120
+    sweep_max_age_s: Annotated[int, Field(ge=1)] | None = None
 
 
 SECTIONS = {

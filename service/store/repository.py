@@ -54,6 +54,7 @@ from service.store.reports import ReportStore
 from service.store.rescreen import RescreenStore
 from service.store.results import ResultStore
 from service.store.runs import RunStore
+from service.store.schedule_fires import ScheduleFireStore
 from service.store.schema import SchemaStore, alembic_config, head_revision
 from service.store.types import (
     Attrition,
@@ -66,6 +67,7 @@ from service.store.types import (
     RunResultItem,
     WritebackSummary,
 )
+from service.store.watermarks import WatermarkStore
 from service.store.worklist import WorklistStore
 
 __all__ = [
@@ -100,8 +102,9 @@ __all__ = [
 
 
 class Store(
-    RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore, WorklistStore
-):
+    RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore,
+    WatermarkStore, ScheduleFireStore, WorklistStore,
+):  # fmt: skip
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""
 
