@@ -229,6 +229,10 @@ def run_serve(args: argparse.Namespace) -> int:
         return EXIT_OK
     from gunicorn.app.base import BaseApplication
 
+    from service import metrics_dir
+
+    metrics_dir.prepare()  # before any worker imports prometheus_client: /metrics adds them up
+
     class _Gunicorn(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
             self.cfg.set("bind", f"{args.host}:{args.port}")
@@ -281,11 +285,14 @@ def run_worker(args: argparse.Namespace) -> int:
 _served: list[object] = []  # the app of this gunicorn worker process (see run_serve)
 
 
-def _close_runtimes(_server: object, _worker: object) -> None:
+def _close_runtimes(_server: object, worker: object) -> None:
     """gunicorn's worker_exit hook, in the worker, before the interpreter ends (when thread
     pools no longer take work, and a run would fail instead of stopping)."""
     from flask import Flask
 
+    from service import metrics_dir
+
+    metrics_dir.worker_exit(getattr(worker, "pid", os.getpid()))
     for app in _served:
         if isinstance(app, Flask):
             app.extensions["medcare_runtime"].close()

@@ -195,18 +195,34 @@ class CriterionAttritionSchema(Schema):
     left = fields.Integer()
 
 
+def _stratum_counts() -> fields.Dict:
+    return fields.Dict(keys=fields.String(), values=fields.Integer())
+
+
+class StrataCountsSchema(Schema):
+    """Among candidates, how many have each value of a stratum ('not known' included)."""
+
+    metastases = _stratum_counts()
+    localization = _stratum_counts()
+    systemic_therapy = _stratum_counts()
+
+
+class TiersSchema(Schema):
+    """The funnel in tiers (service/report.py Tiers)."""
+
+    ready_for_board = fields.Integer(metadata={"description": "candidate, nothing missing"})
+    candidate_data_to_chase = fields.Integer()
+    ineligible = fields.Integer()
+    strata_among_candidates = fields.Nested(StrataCountsSchema)
+
+
 class AttritionSchema(Schema):
     screened = fields.Integer()
     candidate = fields.Integer()
     ineligible = fields.Integer()
     failed = fields.Integer()
     criteria = fields.List(fields.Nested(CriterionAttritionSchema))
-    tiers = fields.Dict(
-        metadata={
-            "description": "ready_for_board (candidate, nothing missing), "
-            "candidate_data_to_chase, ineligible, and strata_among_candidates"
-        }
-    )
+    tiers = fields.Nested(TiersSchema)
 
 
 class ChangeItemSchema(Schema):
@@ -265,6 +281,24 @@ class ChangesPageSchema(Schema):
     )
 
 
+class NotificationAnswerSchema(Schema):
+    """What a notification led to (counts and resource types only)."""
+
+    changes = fields.Integer(required=True, metadata={"description": "changes it named"})
+    queued = fields.Integer(
+        required=True, metadata={"description": "patients of the population queued"}
+    )
+    sweep = fields.List(
+        fields.String(),
+        required=True,
+        metadata={"description": "resource types left to the next sweep ('*': all)"},
+    )
+
+
 class HealthSchema(Schema):
     status = fields.String(required=True)
     checks = fields.Dict(keys=fields.String(), values=fields.Boolean())
+    stale_sweeps = fields.List(
+        fields.String(),
+        metadata={"description": "resource types not swept for longer than the allowed age"},
+    )

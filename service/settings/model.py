@@ -143,6 +143,11 @@ class ApiSettings(_Section):
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Field(ge=1)] = 1_000_000
     allow_no_auth: bool = False  # development only; announced at start-up
+    # FHIR Subscription notifications (issue 14): the URL the FHIR server posts to, the shared
+    # secret it sends in Subscription.channel.header, and whether it sends the resources
+    notify_url: str | None = None
+    notify_secret: SecretStr | None = None
+    notify_payload: Literal["id-only", "full"] = "full"
     # people signing in to the web pages (issue 15): the hospital's OpenID provider, this
     # service's client there, the claim that carries the role, the key of the session cookie
     oidc_issuer: str | None = None

@@ -6,6 +6,11 @@ check is cached (`READY_TTL_S` when the server answered, `READY_FAILED_TTL_S` wh
 so a recovery is seen soon) and single-flight: however many callers arrive, at most one check
 runs at a time and the others wait for its answer instead of starting their own. The database
 ping is cheap and asked every time.
+
+Readiness also reports the incremental sweeps (issue 14): a resource type whose last sweep is
+older than MEDCARE_SWEEP_MAX_AGE_S (default three sweep intervals) makes the service not ready,
+and `stale_sweeps` names it, because results silently going stale is the failure an
+integration engine cannot see from the feed. Types never swept yet (a fresh start) do not count.
 """
 
 from __future__ import annotations
@@ -13,12 +18,14 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import current_app
 from flask_smorest import Blueprint
 
-from service.api.deps import service
+from service.api.deps import runtime, service, settings
+from service.api.metrics import last_sweeps
 from service.api.schemas import HealthSchema
 
 blp = Blueprint("health", __name__, url_prefix="/health", description="Liveness and readiness")
@@ -103,5 +110,31 @@ def ready() -> Any:
     fhir = _fhir_check()
     if fhir is not None:
         checks["fhir_server"] = fhir()
+    answer: dict[str, Any] = {"checks": checks}
+    stale = _stale_sweeps() if checks["database"] else []
+    if stale:
+        checks["sweeps"] = False
+        answer["stale_sweeps"] = stale
     ok = all(checks.values())
-    return {"status": "ok" if ok else "unavailable", "checks": checks}, 200 if ok else 503
+    return {"status": "ok" if ok else "unavailable", **answer}, 200 if ok else 503
+
+
+def sweep_max_age() -> timedelta | None:
+    """How old a type's last sweep may be (None: sweeps are off)."""
+    screening = settings().screening
+    max_age: int | None = getattr(screening, "sweep_max_age_s", None)
+    interval: int = getattr(screening, "sweep_interval_s", 0)
+    if max_age is None:
+        max_age = 3 * interval if interval else None
+    return timedelta(seconds=max_age) if max_age else None
+
+
+def _stale_sweeps() -> list[str]:
+    """The resource types whose last sweep is older than the allowed age, sorted."""
+    max_age = sweep_max_age()
+    if max_age is None:
+        return []
+    service_runtime = runtime()
+    now = service_runtime.clock.now()
+    swept = last_sweeps(service_runtime.store)
+    return sorted(kind for kind, at in swept.items() if now - at > max_age)
