@@ -20,15 +20,13 @@ from service.api.error_map import register_domain_errors
 from service.api.errors import ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
 from service.api.openapi import ASSETS_ENDPOINT, ASSETS_URL, complete_spec, register_docs_assets
-from service.api.openapi import ASSETS_ENDPOINT, ASSETS_URL, complete_spec, register_docs_assets
 from service.api.security import ApiAuthenticator, issuers_verifier
 from service.api.views import cds, changes, cohorts, health, runs, screen
 from service.api.views.notifications import ENDPOINTS as NOTIFICATION_ENDPOINTS
 from service.api.views.notifications import blp as notifications_blp
-from service.api.views.notifications import ENDPOINTS as NOTIFICATION_ENDPOINTS
-from service.api.views.notifications import blp as notifications_blp
 from service.runtime import Runtime
 from service.settings import Settings, settings_from_env
+from service.web import register_web
 
 log = logging.getLogger("medcare_screen.api")
 
@@ -84,8 +82,8 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
             return
         if request.endpoint is None:
             return  # 404/405: no data behind it
-        if request.blueprint == "cds":
-            return  # CDS Hooks verifies the EHR's own JWT
+        if request.blueprint in ("cds", "web"):
+            return  # CDS Hooks verifies the EHR's own JWT; the web pages their session
         g.principal = authenticator.authenticate(request.headers.get("Authorization"))
         check_json_body()
 
@@ -100,9 +98,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api.register_blueprint(notifications_blp)
     complete_spec(api)  # operationIds, 401/403, the 202 Location header
     register_docs_assets(app)
-    api.register_blueprint(notifications_blp)
-    complete_spec(api)  # operationIds, 401/403, the 202 Location header
-    register_docs_assets(app)
+    register_web(app, settings)  # the coordinators' pages (service/web)
     register_metrics(app)
     register_error_handlers(app)
     register_domain_errors(app)
