@@ -14,6 +14,7 @@ result is").
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import date
 from typing import Any
@@ -62,13 +63,22 @@ def validated(patient_id: str, body: Mapping[str, Any]) -> tuple[str, date, str]
     return study, as_of, str(status)
 
 
+# A quoted reference's version, dropped from reasons as the fingerprint drops it
+# (service.writeback.fingerprint.VERSION): a new version of the same resource is no change.
+_VERSION = re.compile(r"/_history/[A-Za-z0-9.\-]{1,64}")
+
+
 def _decided(body: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Each criterion's (result, reason), the screening day in reasons replaced as in the
-    fingerprint (a reason that only quotes a later day is the same reason)."""
+    """Each criterion's (result, reason), read as the fingerprint reads them: the screening
+    day and quoted versions left out (a reason that only quotes a later day or a new version
+    of the same resource is the same reason)."""
     day = str(body.get("as_of"))
     criteria: Sequence[Mapping[str, Any]] = body.get("criteria") or ()
     return {
-        c["id"]: (c.get("result"), str(c.get("reason", "")).replace(day, "{as_of}"))
+        c["id"]: (
+            c.get("result"),
+            _VERSION.sub("", str(c.get("reason", ""))).replace(day, "{as_of}"),
+        )
         for c in criteria
     }
 

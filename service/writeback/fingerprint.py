@@ -10,7 +10,10 @@ unchanged resource. So the hash covers the §7 result without:
   nmol/L on 2026-10-30"), so a new value or date still changes the fingerprint;
 - `as_of` (a daily re-screen of unchanged data must not rewrite every patient) and
   `software_version` (an upgrade that changes no result must not either; the Provenance of the
-  stored version names the software that wrote it).
+  stored version names the software that wrote it);
+- the version of any reference a reason or note quotes ("Not used: Observation/9/_history/2
+  (entered in error)" reads as "Observation/9"): the same set-aside resource in a new version,
+  or read from files without versions, decides nothing either.
 Kept: patient, study, status, patient type, strata, review lists, notes (all written back and
 derived from the decision or the record's problems), each criterion's id, kind, result and
 reason in §3 order, and the rules version.
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from service.screening.result import ScreenResult
@@ -35,6 +39,8 @@ EXCLUDED = ("as_of", "software_version")
 # What a criterion contributes to the decision; its evidence does not (see the module doc).
 CRITERION_DECISION = ("id", "kind", "result", "reason")
 PREFIX = "sha256:"
+# "/_history/<version id>" (FHIR id characters) after a quoted reference.
+VERSION = re.compile(rb"/_history/[A-Za-z0-9.\-]{1,64}")
 
 
 def canonical_json(data: Any) -> bytes:
@@ -56,5 +62,5 @@ def fingerprint(result: ScreenResult) -> str:
     """`sha256:<64 hex>` of the result's decision (`decision`) and the write-back format."""
     content = decision(result)
     content["writeback_format"] = FORMAT
-    text = canonical_json(content).replace(result.as_of.encode(), b"{as_of}")
+    text = VERSION.sub(b"", canonical_json(content)).replace(result.as_of.encode(), b"{as_of}")
     return PREFIX + hashlib.sha256(text).hexdigest()

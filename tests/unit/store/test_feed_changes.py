@@ -134,3 +134,17 @@ def test_a_run_patient_defaults_to_the_run_trigger(store: Store) -> None:
 def test_an_unknown_trigger_is_refused(store: Store) -> None:
     with pytest.raises(InvalidResult, match="unknown trigger"):
         record(store, make_result(), trigger="cron")
+
+
+def test_a_quoted_version_alone_is_no_change(store: Store) -> None:
+    """Files quote "Observation/9", the server "Observation/9/_history/1": the same reason."""
+
+    def quoting(reference: str, status: Status = Status.CANDIDATE) -> ScreenResult:
+        reason = f"Testosterone 20 ng/dL. Not used: {reference} (entered in error)."
+        return with_criterion(make_result(status=status), "castrate-testosterone", reason=reason)
+
+    record(store, quoting("Observation/9"), source="files:fixtures")
+    assert not record(store, quoting("Observation/9/_history/1"), source=SERVER).changed
+    assert record(store, quoting("Observation/9/_history/2", Status.INELIGIBLE)).changed
+    change = store.changes()[0][-1]
+    assert (change["previous_status"], change["changed_criteria"]) == ("candidate", [])

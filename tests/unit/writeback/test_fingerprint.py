@@ -56,6 +56,21 @@ def test_evidence_alone_does_not_count(same_decision: ScreenResult) -> None:
     assert fingerprint(same_decision) == fingerprint(make_result())
 
 
+def test_a_version_quoted_in_a_reason_does_not_count() -> None:
+    """Reasons name set-aside resources ("Not used: Observation/9/_history/1 (entered in
+    error)"): read from files (no version) or in a new version, the decision is the same."""
+
+    def quoting(reference: str) -> ScreenResult:
+        reason = f"Nothing in the record. Not used: {reference} (entered in error)."
+        return with_criterion(make_result(), "age", reason=reason)
+
+    versions = {
+        fingerprint(quoting(f"Observation/9{v}")) for v in ("", "/_history/1", "/_history/2")
+    }
+    assert len(versions) == 1
+    assert fingerprint(quoting("Observation/10")) not in versions
+
+
 @pytest.mark.parametrize(
     "changed",
     [
