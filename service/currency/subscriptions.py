@@ -223,23 +223,33 @@ def ensure_subscriptions(
     create, update, delete, unchanged = plan_changes(desired, found.values(), hook.owner)
     for sub in [*create, *update]:
         client.update(sub)
-    if delete:
-        client.transaction(
-            {
-                "resourceType": "Bundle",
-                "type": "transaction",
-                "entry": [
-                    {"request": {"method": "DELETE", "url": f"Subscription/{sub_id}"}}
-                    for sub_id in delete
-                ],
-            }
-        )
+    _delete(client, delete)
     return EnsureResult(
         created=tuple(sub["id"] for sub in create),
         updated=tuple(sub["id"] for sub in update),
         deleted=tuple(delete),
         unchanged=tuple(unchanged),
     )
+
+
+def remove_subscriptions(client: SubscriptionServer, owner: str) -> tuple[str, ...]:
+    """Delete every Subscription tagged with `owner` (turning notifications off); their ids."""
+    tag = f"{OWNER_TAG_SYSTEM}|{owner}"
+    ours = sorted(
+        sub["id"]
+        for sub in client.search("Subscription", [("_tag", tag), ("_count", "200")])
+        if _owned(sub, owner) and isinstance(sub.get("id"), str)
+    )
+    _delete(client, ours)
+    return tuple(ours)
+
+
+def _delete(client: SubscriptionServer, sub_ids: Sequence[str]) -> None:
+    """One transaction of DELETEs (a DELETE may be retried: FhirClient.transaction)."""
+    if not sub_ids:
+        return
+    entries = [{"request": {"method": "DELETE", "url": f"Subscription/{i}"}} for i in sub_ids]
+    client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
 def _read_or_none(client: SubscriptionServer, sub_id: str) -> Resource | None:

@@ -20,6 +20,7 @@ from service.currency.subscriptions import (
     desired_subscriptions,
     ensure_subscriptions,
     plan_changes,
+    remove_subscriptions,
     subscription_types,
 )
 from service.fhir.errors import FhirNotFound
@@ -163,6 +164,15 @@ def test_ensure_is_idempotent_and_removes_only_its_own(mappings: Mappings) -> No
     again = ensure_subscriptions(server, plan, HOOK)
     assert not again.changed and server.writes == []
     assert len(again.unchanged) == len(first.created)
+
+
+def test_remove_deletes_only_the_owners(mappings: Mappings) -> None:
+    theirs = {"resourceType": "Subscription", "id": "theirs", "status": "active"}
+    server = FakeServer([theirs])
+    made = ensure_subscriptions(server, read_plan(mappings), HOOK).created
+    assert remove_subscriptions(server, "prod") == tuple(sorted(made))
+    assert list(server.held) == ["theirs"]
+    assert remove_subscriptions(server, "prod") == ()
 
 
 def test_ensure_reads_by_id_when_the_search_is_stale(mappings: Mappings) -> None:
