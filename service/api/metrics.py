@@ -30,7 +30,7 @@ from sqlalchemy import func, select
 
 from service.api.deps import runtime, service
 from service.store import Store
-from service.store.models import StoredResult, Watermark
+from service.store.models import StoredResult
 
 METRICS = "medcare_metrics"  # the app.extensions key of this app's counters
 
@@ -128,17 +128,9 @@ def _shared_figures(store: Store, outbox: dict[str, int]) -> Iterator[str]:
         yield f'medcare_results_changed_total{{trigger="{trigger}"}} {count}\n'
 
 
-# Reads the store's concern classes do not offer (yet): the watermarks' swept_at and the
-# changes feed counted by trigger. Read-only, one short session each.
-
-
 def last_sweeps(store: Store) -> dict[str, datetime]:
     """When each resource type was last swept (service clock); types never swept are absent."""
-    query = select(Watermark.resource_type, Watermark.swept_at).where(
-        Watermark.swept_at.is_not(None)
-    )
-    with store._read() as session:
-        return {kind: at for kind, at in session.execute(query) if at is not None}
+    return {mark.resource_type: mark.swept_at for mark in store.watermarks() if mark.swept_at}
 
 
 def _changed_by_trigger(store: Store) -> list[tuple[str, int]]:
@@ -149,5 +141,5 @@ def _changed_by_trigger(store: Store) -> list[tuple[str, int]]:
         .group_by(StoredResult.trigger)
         .order_by(StoredResult.trigger)
     )
-    with store._read() as session:
+    with store._read() as session:  # a count the store's concerns do not offer (yet)
         return [(trigger or "unknown", int(n)) for trigger, n in session.execute(query)]
