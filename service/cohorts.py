@@ -31,6 +31,8 @@ from service.fhir.cohort_search import check_cohort_search
 from service.fhir.errors import FhirError
 from service.fhir.record import is_fhir_id, printable
 from service.fhir.source import PopulationError
+from service.mapping.model import ValueSet
+from service.read_plan import search_pairs, token_list
 from service.store.cohorts import CohortExists, CohortInfo
 from service.store.models import DEFAULT_COHORT_SCHEDULE, CohortKind, Trigger
 from service.store.rescreen import reference
@@ -47,6 +49,7 @@ __all__ = [
     "CohortNotFound",
     "Cohorts",
     "InvalidCohort",
+    "condition_search",
     "definition",
 ]
 
@@ -144,6 +147,15 @@ def definition(
     if not 1 <= len(ids) <= MAX_LIST:
         raise InvalidCohort(f"a list cohort holds 1 to {MAX_LIST} patient ids")
     return CohortDefinition(CohortKind.LIST.value, list(dict.fromkeys(ids)), when)
+
+
+def condition_search(value_set: ValueSet, gender: str | None = None) -> str:
+    """The Patient search for everyone with a Condition coded in `value_set` (every exact
+    system|code the mapping lists, e.g. SNOMED 399068003 and ICD-10 C61 for prostate cancer),
+    of `gender` when given: the README's "every man with prostate cancer" is
+    `condition_search(mappings.vs("prostate-cancer"), "male")`."""
+    search = f"Patient?_has:Condition:patient:code={token_list(sorted(search_pairs(value_set)))}"
+    return search if gender is None else f"{search}&gender={gender}"
 
 
 class Cohorts:

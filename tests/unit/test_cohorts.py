@@ -3,12 +3,14 @@ the use cases resolving members from a source, on a SQLite file."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from service.cli import main
 from service.cohorts import (
     CohortDefinition,
     CohortExists,
@@ -274,3 +276,39 @@ def test_unknown_and_duplicate_names(cohorts: Cohorts, source: FakeSource) -> No
     assert (replaced.kind, replaced.schedule, replaced.members) == ("search", "0 5 * * *", 1)
     cohorts.remove("few")
     assert cohorts.all() == []
+
+
+# -- the command line ------------------------------------------------------------------------
+
+
+def test_the_cohort_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cohort", "add", "few", "--patients", "fx-base,fx-age-17"]) == 0
+    assert "cohort few: defined, 2 members, schedule '0 2 * * *'" in capsys.readouterr().out
+    assert main(["cohort", "list"]) == 0
+    assert capsys.readouterr().out.startswith("few\tlist\t2\t0 2 * * *\t")
+    assert main(["cohort", "show", "few"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["member_ids"] == ["Patient/fx-age-17", "Patient/fx-base"]
+    assert main(["cohort", "refresh", "few"]) == 0
+    assert main(["cohort", "remove", "few"]) == 0
+    assert "cohort few: removed" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["add", "few", "--search", "Patient?name=Smith"], "parameter 'name' is not allowed"),
+        (["add", "few", "--search", "Patient?gender=male"], "need a FHIR server"),
+        (["add", "few", "--patients", "a", "--schedule", "daily"], "not a five-field cron"),
+        (["add", "a b", "--patients", "a"], "cohort name 'a b' is not allowed"),
+        (["show", "nope"], "no cohort named 'nope'"),
+        (["remove", "nope"], "no cohort named 'nope'"),
+    ],
+)
+def test_cohort_errors_are_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], argv: list[str], says: str
+) -> None:
+    assert main(["cohort", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"medcare-screen: error: cohort {argv[0]}: ") and says in err
+    assert err.count("\n") == 1 and "Traceback" not in err
