@@ -20,9 +20,18 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql >/dev/null
 fi
+# The browser tests (tests/browser) drive Debian's Chromium headless through Playwright; they
+# fail, never skip, without it (Playwright's own browser download is not used).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "test.sh: installing Chromium (Debian package)" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
 echo "test.sh: building the FHIR peers" >&2
 peers/medplum/build
 peers/hapi/build
+echo "test.sh: building the OIDC peer (sign-in and browser tests; carries axe-core)" >&2
+peers/oidc/build
 
 echo "test.sh: ruff" >&2
 .venv/bin/ruff check service tests bench
