@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from croniter import croniter
@@ -33,7 +32,7 @@ from service.fhir.record import is_fhir_id, printable
 from service.fhir.source import PopulationError
 from service.mapping.model import ValueSet
 from service.read_plan import search_pairs, token_list
-from service.store.cohorts import CohortExists, CohortInfo
+from service.store.cohorts import CohortDefinition, CohortExists, CohortInfo
 from service.store.models import DEFAULT_COHORT_SCHEDULE, CohortKind, Trigger
 from service.store.rescreen import reference
 
@@ -77,16 +76,6 @@ class MemberSource(Protocol):
     FHIR server could."""
 
     def patient_ids(self, kind: str, spec: Any) -> Iterator[str]: ...
-
-
-@dataclass(frozen=True)
-class CohortDefinition:
-    """A checked definition: `kind` (search | group | list), its `spec` (the search text, the
-    Group id, or the list of ids) and the cron `schedule`."""
-
-    kind: str
-    spec: Any
-    schedule: str = DEFAULT_COHORT_SCHEDULE
 
 
 def check_name(name: str) -> str:
@@ -185,7 +174,7 @@ class Cohorts:
             raise CohortExists(name)
         members = self.resolve(cohort)
         joining = self._joining(members)
-        info = self.store.add_cohort(name, cohort.kind, cohort.spec, cohort.schedule, members)
+        info = self.store.add_cohort(name, cohort, members)
         self._screen_joining(name, joining)
         return info
 
@@ -194,7 +183,7 @@ class Cohorts:
         self.get(name)
         members = self.resolve(cohort)
         joining = self._joining(members)
-        info = self.store.replace_cohort(name, cohort.kind, cohort.spec, cohort.schedule, members)
+        info = self.store.replace_cohort(name, cohort, members)
         if info is None:
             raise CohortNotFound(name)
         self._screen_joining(name, joining)
@@ -236,7 +225,7 @@ class Cohorts:
         to ask, or it refuses the search or has no such Group. On failure the members of the
         last refresh stay."""
         info = self.get(name)
-        members = self.resolve(CohortDefinition(info.kind, info.spec, info.schedule))
+        members = self.resolve(info.definition)
         joining = self._joining(members) if screen_joining else []
         if self.store.set_cohort_members(name, members) is None:
             raise CohortNotFound(name)

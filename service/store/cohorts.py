@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -42,6 +42,24 @@ class CohortExists(StoreError):
 
 
 @dataclass(frozen=True)
+class CohortDefinition:
+    """What a cohort is: `kind` (search | group | list), its `spec` (the search text, the
+    Group id, or the list of ids) and the cron `schedule` of its re-screens."""
+
+    kind: str
+    spec: Any
+    schedule: str = DEFAULT_COHORT_SCHEDULE
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown cohort kind {self.kind!r} (one of {sorted(KINDS)})")
+
+    def columns(self, now: datetime) -> dict[str, Any]:
+        """The cohort row's columns for this definition, changed at `now`."""
+        return {"kind": self.kind, "spec": self.spec, "schedule": self.schedule, "updated_at": now}
+
+
+@dataclass(frozen=True)
 class CohortInfo:
     """One cohort as stored, with how many members its last refresh found and when."""
 
@@ -53,6 +71,10 @@ class CohortInfo:
     updated_at: datetime
     members: int
     refreshed_at: datetime | None
+
+    @property
+    def definition(self) -> CohortDefinition:
+        return CohortDefinition(self.kind, self.spec, self.schedule)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,32 +89,18 @@ class CohortInfo:
         }
 
 
-def _checked_kind(kind: str) -> str:
-    if kind not in KINDS:
-        raise ValueError(f"unknown cohort kind {kind!r} (one of {sorted(KINDS)})")
-    return kind
-
-
 class CohortStore(StoreBase):
     """Cohorts and their members over the shared sessions (see the module docstring)."""
 
     def add_cohort(
-        self,
-        name: str,
-        kind: str,
-        spec: Any,
-        schedule: str = DEFAULT_COHORT_SCHEDULE,
-        members: Iterable[str] | None = None,
+        self, name: str, cohort: CohortDefinition, members: Iterable[str] | None = None
     ) -> CohortInfo:
         """Define a cohort, with its `members` when known (a list, or a search resolved just
         now), in one transaction. CohortExists when the name is taken."""
         now = self._now()
         try:
             with self._write() as session:
-                session.add(
-                    Cohort(name=name, kind=_checked_kind(kind), spec=spec, schedule=schedule,
-                           created_at=now, updated_at=now)
-                )  # fmt: skip
+                session.add(Cohort(name=name, created_at=now, **cohort.columns(now)))
                 session.flush()
                 if members is not None:
                     self._put_members(session, name, members, now)
@@ -103,22 +111,18 @@ class CohortStore(StoreBase):
         return info
 
     def replace_cohort(
-        self,
-        name: str,
-        kind: str,
-        spec: Any,
-        schedule: str = DEFAULT_COHORT_SCHEDULE,
-        members: Iterable[str] | None = None,
+        self, name: str, cohort: CohortDefinition, members: Iterable[str] | None = None
     ) -> CohortInfo | None:
         """Redefine an existing cohort (and its members when given: else the old members are
         dropped until the next refresh). None when there is no such cohort."""
         now = self._now()
         with self._write() as session:
-            cohort = session.get(Cohort, name, with_for_update=True)
-            if cohort is None:
+            updated = session.scalars(
+                update(Cohort).where(Cohort.name == name).values(**cohort.columns(now))
+                .returning(Cohort.name)
+            ).all()  # fmt: skip
+            if not updated:
                 return None
-            cohort.kind, cohort.spec, cohort.schedule = _checked_kind(kind), spec, schedule
-            cohort.updated_at = now
             self._put_members(session, name, members or (), now)
         return self.get_cohort(name)
 

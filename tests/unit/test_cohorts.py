@@ -73,7 +73,9 @@ def cohorts(store: Store, source: FakeSource) -> Cohorts:
 
 
 def test_store_keeps_a_cohort_and_its_members(store: Store, clock: Clock) -> None:
-    info = store.add_cohort("pc", "list", ["a", "b"], members=["a", "Patient/b", "a"])
+    info = store.add_cohort(
+        "pc", CohortDefinition("list", ["a", "b"]), members=["a", "Patient/b", "a"]
+    )
     assert (info.name, info.kind, info.spec, info.schedule) == (
         "pc",
         "list",
@@ -87,21 +89,23 @@ def test_store_keeps_a_cohort_and_its_members(store: Store, clock: Clock) -> Non
 
 
 def test_a_name_is_defined_once(store: Store) -> None:
-    store.add_cohort("pc", "list", ["a"], members=["a"])
+    store.add_cohort("pc", CohortDefinition("list", ["a"]), members=["a"])
     with pytest.raises(CohortExists, match="'pc' already exists"):
-        store.add_cohort("pc", "search", PROSTATE)
+        store.add_cohort("pc", CohortDefinition("search", PROSTATE))
     assert store.cohort_members("pc") == ["Patient/a"]  # the first one is untouched
 
 
-def test_an_unknown_kind_is_refused(store: Store) -> None:
+def test_an_unknown_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown cohort kind"):
-        store.add_cohort("pc", "people", [])
+        CohortDefinition("people", [])
 
 
 def test_replace_and_refresh_swap_the_members(store: Store, clock: Clock) -> None:
-    store.add_cohort("pc", "list", ["a"], members=["a"])
+    store.add_cohort("pc", CohortDefinition("list", ["a"]), members=["a"])
     clock.advance(hours=1)
-    info = store.replace_cohort("pc", "search", PROSTATE, "30 3 * * 1", members=["b", "c"])
+    info = store.replace_cohort(
+        "pc", CohortDefinition("search", PROSTATE, "30 3 * * 1"), members=["b", "c"]
+    )
     assert info is not None
     assert (info.kind, info.spec, info.schedule, info.members) == (
         "search",
@@ -112,13 +116,13 @@ def test_replace_and_refresh_swap_the_members(store: Store, clock: Clock) -> Non
     assert info.updated_at == clock.now > info.created_at
     assert store.set_cohort_members("pc", ["c", "d", "e"]) == 3
     assert store.cohort_members("pc") == ["Patient/c", "Patient/d", "Patient/e"]
-    assert store.replace_cohort("nope", "list", ["a"]) is None
+    assert store.replace_cohort("nope", CohortDefinition("list", ["a"])) is None
     assert store.set_cohort_members("nope", ["a"]) is None
 
 
 def test_population_is_every_patient_some_cohort_holds(store: Store) -> None:
-    store.add_cohort("one", "list", ["a", "b"], members=["a", "b"])
-    store.add_cohort("two", "list", ["b", "c"], members=["b", "c"])
+    store.add_cohort("one", CohortDefinition("list", ["a", "b"]), members=["a", "b"])
+    store.add_cohort("two", CohortDefinition("list", ["b", "c"]), members=["b", "c"])
     assert store.population_ids() == ["Patient/a", "Patient/b", "Patient/c"]
     assert store.in_population("a") and store.in_population("Patient/c")
     assert not store.in_population("d")
@@ -131,7 +135,7 @@ def test_population_is_every_patient_some_cohort_holds(store: Store) -> None:
 
 def test_population_of_many_patients_is_read_in_chunks(store: Store) -> None:
     ids = [f"p{i}" for i in range(1200)]
-    store.add_cohort("big", "list", ids, members=ids)
+    store.add_cohort("big", CohortDefinition("list", ids), members=ids)
     assert len(store.in_population_of([*ids, "other"])) == 1200
     assert store.get_cohort("big").members == 1200  # type: ignore[union-attr]
 
@@ -196,7 +200,7 @@ def test_names_are_short_slugs(cohorts: Cohorts, name: str) -> None:
 def test_a_search_cohort_is_resolved_when_defined_and_joiners_queued(
     cohorts: Cohorts, store: Store, source: FakeSource
 ) -> None:
-    store.add_cohort("known", "list", ["a"], members=["a"])
+    store.add_cohort("known", CohortDefinition("list", ["a"]), members=["a"])
     source.answers[("search", PROSTATE)] = ["a", "b", "c"]
     info = cohorts.define("prostate", cohorts.definition(search=PROSTATE))
     assert info.members == 3 and info.kind == "search"
