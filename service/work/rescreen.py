@@ -102,6 +102,7 @@ class RescreenWorker:
         self._stop = stop
         self._concurrency = concurrency
         self._free = threading.Semaphore(concurrency)
+        self._wake = threading.Event()  # a thread came free: take again without waiting
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rescreen")
         self._thread: threading.Thread | None = None
         self.taken = 0  # patients this worker took (bench and tests read it)
@@ -139,7 +140,8 @@ class RescreenWorker:
                     self._heartbeat()
                     next_beat = time.monotonic() + beat_every
                 if not self._take_and_submit():
-                    self._stop.wait(POLL_S)
+                    self._wake.wait(POLL_S)
+                    self._wake.clear()
             except DATABASE_DOWN as exc:
                 log.warning("re-screen queue unavailable (%s)", type(exc).__name__)
                 self._stop.wait(POLL_S * 10)
@@ -174,6 +176,7 @@ class RescreenWorker:
             self.screen(task)
         finally:
             self._free.release()
+            self._wake.set()
 
     def run_once(self, limit: int | None = None) -> int:
         """Take up to `limit` (default: the pool's size) due patients and screen them, in the
