@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from service.cli_args import UsageError, build_parser, check_combination, checked_as_of
 from service.cli_cohort import run_cohort
+from service.cli_subscriptions import run_subscriptions
 from service.compose import compose, make_client, make_store
 from service.fhir.errors import FhirError
 from service.fhir.local_source import LocalSource, SourceError
@@ -44,6 +45,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = run_load_fixtures(args, sys.stdout, sys.stderr)
         elif args.command == "cohort":
             code = run_cohort(args, sys.stdout, sys.stderr)
+        elif args.command == "subscriptions":
+            code = run_subscriptions(args, sys.stdout, sys.stderr)
         elif args.command == "serve":
             code = run_serve(args)
         elif args.command == "worker":
