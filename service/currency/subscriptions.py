@@ -20,12 +20,12 @@ sits in the resources built here: they are never logged, and `HookSettings` hide
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, Protocol
+from typing import Any, Final, Literal
 
+from service.fhir.client import FhirClient
 from service.fhir.errors import FhirNotFound
-from service.fhir.http_parse import SearchParams, WriteResult
 from service.read_plan import ReadPlan, token_list
 
 Resource = dict[str, Any]
@@ -39,29 +39,6 @@ EXTRA_TYPES: Final = ("Patient",)
 _OWNER = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")
 # A status HAPI gives a Subscription once it works; "requested" is what we ask for.
 _WORKING: Final = frozenset({"requested", "active"})
-
-
-class SubscriptionServer(Protocol):
-    """The part of FhirClient that `ensure_subscriptions` uses."""
-
-    def search(
-        self, resource_type: str, params: SearchParams, patient: str | None = None
-    ) -> Iterator[Resource]: ...
-
-    def read(
-        self, resource_type: str, resource_id: str, patient: str | None = None
-    ) -> Resource: ...
-
-    def update(
-        self,
-        resource: Resource,
-        *,
-        conditional: str | None = None,
-        if_match: str | None = None,
-        patient: str | None = None,
-    ) -> WriteResult: ...
-
-    def transaction(self, bundle: Resource, patient: str | None = None) -> Resource: ...
 
 
 class ForeignSubscription(ValueError):
@@ -196,9 +173,7 @@ def plan_changes(
     return create, update, delete, unchanged
 
 
-def ensure_subscriptions(
-    client: SubscriptionServer, plan: ReadPlan, hook: HookSettings
-) -> EnsureResult:
+def ensure_subscriptions(client: FhirClient, plan: ReadPlan, hook: HookSettings) -> EnsureResult:
     """Make the server hold exactly the Subscriptions the plan needs for this owner: create the
     missing, update the changed, delete ours that the plan no longer needs.
 
@@ -232,7 +207,7 @@ def ensure_subscriptions(
     )
 
 
-def remove_subscriptions(client: SubscriptionServer, owner: str) -> tuple[str, ...]:
+def remove_subscriptions(client: FhirClient, owner: str) -> tuple[str, ...]:
     """Delete every Subscription tagged with `owner` (turning notifications off); their ids."""
     tag = f"{OWNER_TAG_SYSTEM}|{owner}"
     ours = sorted(
@@ -244,7 +219,7 @@ def remove_subscriptions(client: SubscriptionServer, owner: str) -> tuple[str, .
     return tuple(ours)
 
 
-def _delete(client: SubscriptionServer, sub_ids: Sequence[str]) -> None:
+def _delete(client: FhirClient, sub_ids: Sequence[str]) -> None:
     """One transaction of DELETEs (a DELETE may be retried: FhirClient.transaction)."""
     if not sub_ids:
         return
@@ -252,7 +227,7 @@ def _delete(client: SubscriptionServer, sub_ids: Sequence[str]) -> None:
     client.transaction({"resourceType": "Bundle", "type": "transaction", "entry": entries})
 
 
-def _read_or_none(client: SubscriptionServer, sub_id: str) -> Resource | None:
+def _read_or_none(client: FhirClient, sub_id: str) -> Resource | None:
     try:
         return client.read("Subscription", sub_id)
     except FhirNotFound:  # 404, and 410 for one deleted before

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -23,6 +23,7 @@ from service.currency.subscriptions import (
     remove_subscriptions,
     subscription_types,
 )
+from service.fhir.client import FhirClient
 from service.fhir.errors import FhirNotFound
 from service.fhir.http_parse import SearchParams, WriteResult
 from service.fhir.limits import MAX_JSON_DEPTH
@@ -111,12 +112,14 @@ def test_plan_changes(mappings: Mappings) -> None:
 
 
 class FakeServer:
-    """Subscriptions by id, answering as FhirClient does; records the writes."""
+    """Subscriptions by id, answering as FhirClient does; records the writes. `client` is the
+    same object typed as the FhirClient it stands in for."""
 
     def __init__(self, held: list[dict[str, Any]], cached_search: bool = False) -> None:
         self.held = {sub["id"]: sub for sub in held}
         self.cached_search = cached_search  # HAPI: a repeated search may miss new ones
         self.writes: list[str] = []
+        self.client = cast(FhirClient, self)
 
     def search(
         self, resource_type: str, params: SearchParams, patient: str | None = None
@@ -156,12 +159,12 @@ def test_ensure_is_idempotent_and_removes_only_its_own(mappings: Mappings) -> No
     theirs = {"resourceType": "Subscription", "id": "theirs", "status": "active"}
     stale = {**desired_subscriptions(plan, HOOK)[0], "id": "medcare-prod-encounter"}
     server = FakeServer([theirs, stale])
-    first = ensure_subscriptions(server, plan, HOOK)
+    first = ensure_subscriptions(server.client, plan, HOOK)
     assert len(first.created) == len(subscription_types(plan))
     assert first.deleted == ("medcare-prod-encounter",)
     assert "theirs" in server.held and "medcare-prod-encounter" not in server.held
     server.writes.clear()
-    again = ensure_subscriptions(server, plan, HOOK)
+    again = ensure_subscriptions(server.client, plan, HOOK)
     assert not again.changed and server.writes == []
     assert len(again.unchanged) == len(first.created)
 
@@ -169,19 +172,19 @@ def test_ensure_is_idempotent_and_removes_only_its_own(mappings: Mappings) -> No
 def test_remove_deletes_only_the_owners(mappings: Mappings) -> None:
     theirs = {"resourceType": "Subscription", "id": "theirs", "status": "active"}
     server = FakeServer([theirs])
-    made = ensure_subscriptions(server, read_plan(mappings), HOOK).created
-    assert remove_subscriptions(server, "prod") == tuple(sorted(made))
+    made = ensure_subscriptions(server.client, read_plan(mappings), HOOK).created
+    assert remove_subscriptions(server.client, "prod") == tuple(sorted(made))
     assert list(server.held) == ["theirs"]
-    assert remove_subscriptions(server, "prod") == ()
+    assert remove_subscriptions(server.client, "prod") == ()
 
 
 def test_ensure_reads_by_id_when_the_search_is_stale(mappings: Mappings) -> None:
     plan = read_plan(mappings)
     server = FakeServer([])
-    ensure_subscriptions(server, plan, HOOK)
+    ensure_subscriptions(server.client, plan, HOOK)
     server.cached_search = True
     server.writes.clear()
-    assert not ensure_subscriptions(server, plan, HOOK).changed
+    assert not ensure_subscriptions(server.client, plan, HOOK).changed
     assert server.writes == []
 
 
@@ -189,7 +192,7 @@ def test_ensure_never_overwrites_a_foreign_subscription_with_our_id(mappings: Ma
     squatter = {"resourceType": "Subscription", "id": "medcare-prod-observation"}
     server = FakeServer([squatter])
     with pytest.raises(ForeignSubscription):
-        ensure_subscriptions(server, read_plan(mappings), HOOK)
+        ensure_subscriptions(server.client, read_plan(mappings), HOOK)
     assert server.writes == []
 
 
