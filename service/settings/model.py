@@ -9,6 +9,7 @@ reads it, so tests build Settings directly.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from datetime import date
 from pathlib import Path
@@ -45,6 +46,12 @@ DEFAULT_RUN_SEARCH_PARAMS = (
     "_has:MedicationStatement:*:code", "_has:MedicationRequest:*:code",
     "_has:MedicationAdministration:*:code", "_has:DiagnosticReport:*:code",
 )  # fmt: skip
+
+
+# The SHA-256 of the empty token: what `sha256sum` of an unset variable gives. Never accepted,
+# so a deployment script that forgot to set the token fails at start instead of letting in
+# `Authorization: Bearer ` (README "The HTTP service").
+EMPTY_TOKEN_DIGEST = hashlib.sha256(b"").hexdigest()
 
 
 class ConfigError(Exception):
@@ -248,6 +255,11 @@ class Settings(FlatNames, BaseModel):
         """Refuse combinations that weaken security outside development mode (the service)."""
         self.check_fhir()
         api = self.api
+        if any(entry.partition(":")[0] == EMPTY_TOKEN_DIGEST for entry in api.token_hashes):
+            raise ConfigError(
+                "MEDCARE_API_TOKEN_SHA256: a digest of the EMPTY token (the hash of an unset "
+                "variable?): set a long random token and give its SHA-256"
+            )
         if not self.development and api.allow_no_auth:
             raise ConfigError("MEDCARE_ALLOW_NO_AUTH: only allowed with MEDCARE_ENV=development")
         if not (api.token_hashes or api.jwt_issuer or api.allow_no_auth):
