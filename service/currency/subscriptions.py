@@ -182,6 +182,7 @@ def ensure_subscriptions(client: FhirClient, plan: ReadPlan, hook: HookSettings)
     held by a Subscription without our tag is someone else's: it is left alone and
     ForeignSubscription raised rather than overwritten.
     """
+    client.secrets.add(hook.secret)  # taken out of any error that would quote a Subscription
     desired = desired_subscriptions(plan, hook)
     tag = f"{OWNER_TAG_SYSTEM}|{hook.owner}"
     found = {

@@ -27,6 +27,7 @@ from service.fhir.client import FhirClient
 from service.fhir.errors import FhirNotFound
 from service.fhir.http_parse import SearchParams, WriteResult
 from service.fhir.limits import MAX_JSON_DEPTH
+from service.fhir.redact import Secrets
 from service.mapping import Mappings
 from service.read_plan import read_plan, token_list
 
@@ -120,6 +121,7 @@ class FakeServer:
         self.cached_search = cached_search  # HAPI: a repeated search may miss new ones
         self.writes: list[str] = []
         self.client = cast(FhirClient, self)
+        self.secrets = Secrets()
 
     def search(
         self, resource_type: str, params: SearchParams, patient: str | None = None
@@ -167,6 +169,7 @@ def test_ensure_is_idempotent_and_removes_only_its_own(mappings: Mappings) -> No
     again = ensure_subscriptions(server.client, plan, HOOK)
     assert not again.changed and server.writes == []
     assert len(again.unchanged) == len(first.created)
+    assert server.secrets.scrub(f"said: Bearer {SECRET}") == "said: Bearer ***"
 
 
 def test_remove_deletes_only_the_owners(mappings: Mappings) -> None:
