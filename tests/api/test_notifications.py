@@ -3,7 +3,8 @@ lets a FHIR server in; the population's patients it names are queued for a re-sc
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from flask.testing import FlaskClient
 
 from service.api import create_app
 from service.runtime import Runtime
+from service.store.cohorts import CohortDefinition
 from tests.api.conftest import AUTH, make_settings
 
 SECRET = "notify-secret-0123456789"
@@ -21,8 +23,7 @@ HOOK = {"Authorization": f"Bearer {SECRET}"}
 def served(tmp_path: Path) -> Iterator[tuple[FlaskClient, Runtime]]:
     settings = make_settings(tmp_path, notify_secret=SECRET, embedded_worker=False)
     runtime = Runtime(settings, start_workers=False)
-    runtime.store.add_cohort("prostate", "list", {"patients": ["p1", "p2"]})
-    runtime.store.set_cohort_members("prostate", ["p1", "p2"])
+    runtime.store.add_cohort("prostate", CohortDefinition("list", ["p1", "p2"]), ["p1", "p2"])
     try:
         yield create_app(settings, runtime).test_client(), runtime
     finally:
@@ -75,13 +76,32 @@ def test_a_bundle_keeps_only_the_population(served: tuple[FlaskClient, Runtime])
     assert runtime.store.depth() == 2
 
 
+class FakeSweeper:
+    def __init__(self) -> None:
+        self.calls: list[list[str] | None] = []
+        self.done = threading.Event()
+
+    def sweep(self, types: Iterable[str] | None = None) -> list[object]:
+        self.calls.append(None if types is None else list(types))
+        self.done.set()
+        return []
+
+
 def test_id_only_notifications_are_left_to_a_sweep(served: tuple[FlaskClient, Runtime]) -> None:
     client, runtime = served
+    sweeper = FakeSweeper()
+    runtime.scheduler.schedules.sweeper = sweeper  # type: ignore[assignment]
     typed = client.post("/v1/notifications/Observation", data=b"", headers=HOOK)
     assert typed.status_code == 202
     assert typed.get_json() == {"changes": 0, "queued": 0, "sweep": ["Observation"]}
+    assert client.post("/v1/notifications/Condition", data=b"", headers=HOOK).status_code == 202
+    assert sweeper.done.wait(10)  # one sweep, a moment later, for the burst
+    assert sweeper.calls == [["Condition", "Observation"]]
+    sweeper.done.clear()
     bare = client.post("/v1/notifications", data=b"", headers=HOOK)
     assert bare.get_json()["sweep"] == ["*"]
+    assert sweeper.done.wait(10)
+    assert sweeper.calls[-1] is None  # every type
     assert runtime.store.depth() == 0
 
 

@@ -12,16 +12,20 @@ delivery thread.
 The paths are those HAPI's R4 rest-hook uses: `POST /v1/notifications` (a Bundle, a bare
 resource, or empty), `PUT /v1/notifications/<Type>/<id>` with the resource, and the id-only
 `POST /v1/notifications/<Type>` the service's own id-only Subscriptions ask for. A notification
-that names no patient (id-only, a delete) leaves that resource type to the next sweep.
+that names no patient (id-only, a delete) has its resource type swept soon (`SweepSoon`: one
+sweep a moment later for a whole burst, on a thread of this process), or by the next scheduled
+sweep when this process has no sweeper (no FHIR server, sweeps off).
 """
 
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from flask import Response, jsonify, request
+from flask import Response, current_app, jsonify, request
 from flask_smorest import Blueprint
 
 from service.api.deps import runtime, settings
@@ -43,6 +47,52 @@ TRIGGER = "subscription"
 # the endpoint names a FHIR server may call (app.py lets them past bearer authentication)
 ENDPOINTS = ("notifications.notify", "notifications.notify_typed", "notifications.notify_resource")
 _REFUSED = (401, 403)  # no or a wrong secret: both answer 401, with nothing said
+SWEEP_SOON_S = 1.0  # id-only notifications within this long of the first are one sweep
+ALL_TYPES = "*"
+
+
+class TypeSweeper(Protocol):
+    """What SweepSoon needs of service/currency/sweeps.Sweeper."""
+
+    def sweep(self, types: Iterable[str] | None = None) -> Any: ...
+
+
+class SweepSoon:
+    """Sweeps the types id-only notifications named, a moment after the first, on one thread:
+    a burst of notifications becomes one sweep, and the FHIR server's delivery never waits
+    for it. Errors are logged by type (the scheduled sweep is the safety net)."""
+
+    def __init__(self, sweeper: TypeSweeper, delay_s: float = SWEEP_SOON_S) -> None:
+        self._sweeper, self._delay_s = sweeper, delay_s
+        self._lock = threading.Lock()
+        self._types: set[str] = set()
+        self._thread: threading.Thread | None = None
+
+    def ask(self, types: Iterable[str]) -> None:
+        """Sweep `types` (ALL_TYPES: every type) soon."""
+        with self._lock:
+            self._types.update(types)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="sweep-soon", daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        threading.Event().wait(self._delay_s)
+        with self._lock:
+            types, self._types, self._thread = self._types, set(), None
+        try:
+            self._sweeper.sweep(None if ALL_TYPES in types else sorted(types))
+        except Exception as exc:  # the next scheduled sweep covers what this one missed
+            log.warning("sweep after a notification failed (%s)", type(exc).__name__)
+
+
+def _sweep_soon() -> SweepSoon | None:
+    """This app's SweepSoon, made on first use; None when the process has no sweeper."""
+    sweeper = runtime().scheduler.schedules.sweeper
+    if sweeper is None:
+        return None
+    soon: SweepSoon = current_app.extensions.setdefault("medcare_sweep_soon", SweepSoon(sweeper))
+    return soon
 
 
 def hook_settings(config: Settings) -> HookSettings | None:
@@ -91,6 +141,10 @@ def _enqueue(notification: Notification) -> dict[str, Any]:
         {c.resource_type for c in notification.changes if c.patient_id is None}
         | set(notification.sweep_types)
     )
+    sweep = [ALL_TYPES] if notification.sweep_all else unnamed
+    soon = _sweep_soon() if sweep else None
+    if soon is not None:
+        soon.ask(sweep)
     log.info(
         "notification: %d change(s), %d patient(s) queued, sweep %s",
         len(notification.changes), len(kept),
@@ -99,12 +153,21 @@ def _enqueue(notification: Notification) -> dict[str, Any]:
     return {
         "changes": len(notification.changes),
         "queued": len(kept),
-        "sweep": ["*"] if notification.sweep_all else unnamed,
+        "sweep": sweep,
     }
 
 
 def _answer(body: dict[str, Any]) -> Response:
-    response = jsonify(NotificationAnswerSchema().dump(body))
+    answer = NotificationAnswerSchema().dump(body)
+    if "fhir" in request.headers.get("Accept", ""):
+        # HAPI's rest-hook is a FHIR client: it parses the answer as a resource and, failing,
+        # retries the delivery for minutes, holding up every later one (bench/currency.py)
+        outcome = {"resourceType": "OperationOutcome", "issue": [{"severity": "information",
+                   "code": "informational", "diagnostics": f"{answer}"}]}  # fmt: skip
+        response = jsonify(outcome)
+        response.mimetype = "application/fhir+json"
+    else:
+        response = jsonify(answer)
     response.status_code = 202
     return response
 
