@@ -146,6 +146,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 def server_rss_mb(base_url: str) -> float | None:
     """Resident memory of the process listening on the base URL's port (Linux /proc), in MB."""
+    pid = server_pid(base_url)
+    if pid is None:
+        return None
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+def server_pid(base_url: str) -> int | None:
+    """The process listening on the base URL's port (Linux /proc)."""
     port = int(base_url.split(":")[2].split("/")[0])
     inode = _listening_inode(port)
     if inode is None:
@@ -156,9 +167,7 @@ def server_rss_mb(base_url: str) -> float | None:
         with suppress(OSError):
             for fd in (pid_dir / "fd").iterdir():
                 if os.readlink(fd) == f"socket:[{inode}]":
-                    for line in (pid_dir / "status").read_text().splitlines():
-                        if line.startswith("VmRSS:"):
-                            return int(line.split()[1]) / 1024
+                    return int(pid_dir.name)
     return None
 
 
