@@ -220,17 +220,3 @@ class Sweeper:
             log.info("sweep of %s: %d changed, %d patients queued (%d new)", resource_type,
                      seen, len(ours), enqueued)  # fmt: skip
         return TypeSweep(resource_type, seen, len(ours), enqueued, info.last_updated)
-
-
-def overdue(
-    watermarks: Iterable[WatermarkInfo], types: Iterable[str], now: datetime, max_age: timedelta
-) -> list[str]:
-    """The types of `types` whose last successful sweep is older than `max_age` at `now`, or
-    that never swept: readiness reports them (a sweep that stopped is a silent staleness)."""
-    swept = {mark.resource_type: mark.swept_at for mark in watermarks}
-    late = []
-    for resource_type in types:
-        at = swept.get(resource_type)
-        if at is None or now - at > max_age:
-            late.append(resource_type)
-    return late

@@ -19,6 +19,7 @@ from service.currency.schedules import (
     interval_due,
 )
 from service.settings import settings_from_env
+from service.store.cohorts import CohortDefinition
 from service.store.repository import Store, create_store
 from tests.unit.store.helpers import Clock as HandClock
 
@@ -114,8 +115,8 @@ def test_two_processes_rescreen_a_cohort_once_per_fire_time(
     open_store: Callable[[], Store], hand: HandClock
 ) -> None:
     one, two = open_store(), open_store()
-    one.add_cohort("prostate", "search", "Patient?_has:Condition:patient:code=x",
-                   schedule="0 2 * * *", members=["p1", "p2"])  # fmt: skip
+    search = CohortDefinition("search", "Patient?_has:Condition:patient:code=x", "0 2 * * *")
+    one.add_cohort("prostate", search, members=["p1", "p2"])
     refresher = Refresher(one, ["p1", "p2", "p3"])
     a, b = schedules(one, hand, cohorts=refresher), schedules(two, hand, cohorts=refresher)
     # defined at 09:30: today's 02:00 is before it, so nothing fires until tomorrow's
@@ -137,7 +138,7 @@ def test_a_cohort_that_cannot_be_refreshed_rescreens_its_last_members(
     open_store: Callable[[], Store], hand: HandClock
 ) -> None:
     store = open_store()
-    store.add_cohort("prostate", "group", "g1", schedule="*/10 * * * *", members=["p1"])
+    store.add_cohort("prostate", CohortDefinition("group", "g1", "*/10 * * * *"), members=["p1"])
     refresher = Refresher(store, [])
     refresher.fail = True
     hand.advance(minutes=10)

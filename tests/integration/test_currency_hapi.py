@@ -1,0 +1,161 @@
+"""Keeping results current without being asked, on the HAPI peer (issue 14 item 2), with
+subscriptions off: a new testosterone reaches the changes feed through one sweep, and a result
+whose testosterone ages out of its 90-day window changes at the cohort's scheduled re-screen,
+with an injected clock (no sleep).
+
+Each test loads its own clone of the BASE candidate (no other fixture is needed), puts it in
+a list cohort (the screening population) and drives the sweep, the schedule and the worker
+step by step: the same code `medcare-screen worker` runs on its threads.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.clock import Clock
+from service.codesystems import LOINC, OBSERVATION_CATEGORY, UCUM
+from service.config import Settings
+from service.currency.schedules import cohort_job
+from service.runtime import Runtime
+from service.store import create_store
+from service.store.cohorts import CohortDefinition
+from service.store.types import ChangeItem
+from tests.integration.helpers import cloned_fixture
+from tests.integration.peers import Peer
+from tests.unit.store.helpers import Clock as HandClock
+
+pytestmark = pytest.mark.parametrize("fhir_peer", ["hapi"], indirect=True)
+
+AS_OF = date(2026, 11, 26)
+CASTRATE = "castrate-testosterone"
+ABOVE_CASTRATE = "testosterone-above-castrate"
+
+
+def _settings(peer: Peer, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=f"sqlite:///{tmp_path / 'currency.sqlite3'}", today=AS_OF
+    ).with_overrides(fhir_base_url=peer.base_url, rescreen_delay_s=0)
+
+
+def _candidate(runtime: Runtime, **testosterone: Any) -> str:
+    """A new clone of BASE on the server (its testosterone Observation changed by
+    `testosterone` when given), alone in a list cohort re-screened nightly; its id."""
+    patient_id = f"cur-{uuid.uuid4().hex[:12]}"
+    bundle = cloned_fixture("base", patient_id)
+    for entry in bundle["entry"]:
+        if entry["resource"]["id"] == f"{patient_id}-testo":
+            entry["resource"].update(testosterone)
+    assert runtime.client is not None
+    runtime.client.transaction(bundle, patient=f"Patient/{patient_id}")
+    nightly = CohortDefinition("list", [patient_id], "0 2 * * *")
+    runtime.store.add_cohort(patient_id, nightly, members=[patient_id])
+    return patient_id
+
+
+def _feed(runtime: Runtime) -> list[ChangeItem]:
+    return runtime.store.changes(limit=1000)[0]
+
+
+def _testosterone(patient_id: str, value: float, day: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "category": [{"coding": [{"system": OBSERVATION_CATEGORY, "code": "laboratory"}]}],
+        "code": {"coding": [{"system": LOINC, "code": "2986-8"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": day,
+        "valueQuantity": _ng_per_dl(value),
+    }  # fmt: skip
+
+
+def _ng_per_dl(value: float) -> dict[str, Any]:
+    return {"value": value, "unit": "ng/dL", "system": UCUM, "code": "ng/dL"}
+
+
+@pytest.fixture
+def runtime(fhir_peer: Peer, tmp_path: Path) -> Iterator[Runtime]:
+    runtime = Runtime(_settings(fhir_peer, tmp_path), start_workers=False)
+    yield runtime
+    runtime.close()
+
+
+def test_a_new_testosterone_reaches_the_feed_through_a_sweep(runtime: Runtime) -> None:
+    patient_id = _candidate(runtime)
+    reference = f"Patient/{patient_id}"
+    first = runtime.screen_patient(patient_id, AS_OF, False)
+    assert first.result["status"] == "candidate"
+    sweeper = runtime.scheduler.schedules.sweeper
+    assert sweeper is not None
+    sweeper.sweep()  # the first sweep: watermarks from now - skew; it sees the clone load
+    while runtime.rescreens.run_once(10):
+        pass
+    seen = len(_feed(runtime))  # a re-screen of the same data changes no decision
+
+    assert runtime.client is not None
+    written = runtime.client.create(_testosterone(patient_id, 80, "2026-11-25"))
+    assert written.status in (200, 201)
+    swept = {s.resource_type: s for s in sweeper.sweep()}
+    assert all(s.error is None for s in swept.values())
+    # the skew allowance sees the clone's own Observations again; only the new one queues
+    assert swept["Observation"].seen >= 1 and swept["Observation"].patients == 1
+    assert runtime.store.depth() == 1
+    assert runtime.rescreens.run_once(10) == 1
+
+    [entry] = _feed(runtime)[seen:]
+    assert entry["patient"] == reference
+    assert (entry["previous_status"], entry["trigger"]) == ("candidate", "sweep")
+    # 80 ng/dL on ADT after 20 ng/dL in the window: castration is in doubt (criteria.md §5),
+    # the decision changes though the status stays (a candidate to chase)
+    assert CASTRATE in (entry["changed_criteria"] or [])
+    [castrate] = [c for c in entry["result"]["criteria"] if c["id"] == CASTRATE]
+    assert castrate["result"] == "unknown"
+    mark = runtime.store.watermark("Observation")
+    assert mark is not None and mark.last_updated is not None and mark.last_error is None
+    # nothing new: the next sweep queues nobody and the feed stays as it is
+    assert sweeper.sweep(["Observation"])[0].patients == 0
+    assert runtime.store.depth() == 0
+
+
+def test_a_testosterone_ageing_out_changes_at_the_scheduled_rescreen(
+    fhir_peer: Peer, tmp_path: Path
+) -> None:
+    hand = HandClock(datetime(2026, 11, 26, 12, 0, tzinfo=UTC))
+    clock = Clock(hand)
+    settings = _settings(fhir_peer, tmp_path).with_overrides(sweep_interval_s=0)  # no sweeps
+    store = create_store(settings.database_url, clock=clock)
+    runtime = Runtime(settings, store=store, clock=clock, start_workers=False)
+    try:
+        # 80 ng/dL, not castrate (ineligible), taken 88 days before 2026-11-26: inside the
+        # 90-day window; 92 days old on 11-30, when it no longer counts (unknown, candidate)
+        patient_id = _candidate(
+            runtime, effectiveDateTime="2026-08-30", valueQuantity=_ng_per_dl(80)
+        )
+        assert runtime.today() == AS_OF
+        first = runtime.screen_patient(patient_id, AS_OF, False)
+        assert first.result["status"] == "ineligible"
+        schedules = runtime.scheduler.schedules
+        assert schedules.sweeper is None  # only the cohort's schedule can notice
+        job = cohort_job(patient_id)
+        assert job not in schedules.fire()  # defined after today's 02:00: not due yet
+        seen = len(_feed(runtime))
+
+        hand.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)  # no new data, four days later
+        assert runtime.today() == date(2026, 11, 30)
+        assert job in schedules.fire()
+        assert job not in schedules.fire()  # once per fire time
+        while runtime.rescreens.run_once(10):
+            pass
+
+        [entry] = [e for e in _feed(runtime)[seen:] if e["patient"] == f"Patient/{patient_id}"]
+        assert (entry["previous_status"], entry["trigger"]) == ("ineligible", "schedule")
+        assert entry["status"] == "candidate"
+        assert {CASTRATE, ABOVE_CASTRATE} <= set(entry["changed_criteria"] or [])
+        assert entry["as_of"] == "2026-11-30"
+    finally:
+        runtime.close()
