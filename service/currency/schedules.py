@@ -29,8 +29,8 @@ from service.clock import Clock
 from service.currency.sweeps import Sweeper
 from service.errors import safe_error
 from service.store import Store
-from service.store.cohorts import CohortInfo
 from service.store.models import Trigger
+from service.store.schedule_fires import CohortSchedule
 
 log = logging.getLogger("medcare_screen.currency.schedules")
 
@@ -121,7 +121,7 @@ class Schedules:
         if self.sweeper is not None:
             sweeper = self.sweeper
             jobs.append(Job(SWEEP_JOB, interval_due(now, self.sweep_every), sweeper.sweep))
-        for cohort in self.store.list_cohorts():
+        for cohort in self.store.cohort_schedules():
             fire_at = cron_due(cohort.schedule, now, self.zone)
             if fire_at >= cohort.created_at:
                 jobs.append(Job(cohort_job(cohort.name), fire_at, self._rescreen(cohort)))
@@ -162,7 +162,7 @@ class Schedules:
         log.info("cohort %s: %d members queued for their scheduled re-screen", name, len(members))
         return len(members)
 
-    def _rescreen(self, cohort: CohortInfo) -> Callable[[], int]:
+    def _rescreen(self, cohort: CohortSchedule) -> Callable[[], int]:
         return lambda: self.rescreen_cohort(cohort.name)
 
     def _prune(self, now: datetime) -> None:

@@ -12,13 +12,23 @@ move), the next cohort fire screens everyone again.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import aliased
 
 from service.store.base import StoreBase, aware
-from service.store.models import ScheduleFire
+from service.store.models import Cohort, ScheduleFire
+
+
+@dataclass(frozen=True)
+class CohortSchedule:
+    """What the scheduler needs of a cohort: its name, cron text and when it was defined."""
+
+    name: str
+    schedule: str
+    created_at: datetime
 
 
 class ScheduleFireStore(StoreBase):
@@ -36,6 +46,13 @@ class ScheduleFireStore(StoreBase):
                 .returning(ScheduleFire.job)
             ).all()
         return bool(inserted)
+
+    def cohort_schedules(self) -> list[CohortSchedule]:
+        """Every cohort's schedule, by name: one read of the cohorts alone (the scheduler asks
+        on every tick; list_cohorts would count every cohort's members each time)."""
+        query = select(Cohort.name, Cohort.schedule, Cohort.created_at).order_by(Cohort.name)
+        with self._read() as session:
+            return [CohortSchedule(*row) for row in session.execute(query).all()]
 
     def last_fire(self, job: str) -> datetime | None:
         """The latest fire time of `job` some process claimed, None when it never fired."""

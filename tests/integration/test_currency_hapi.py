@@ -3,16 +3,19 @@ subscriptions off: a new testosterone reaches the changes feed through one sweep
 whose testosterone ages out of its 90-day window changes at the cohort's scheduled re-screen,
 with an injected clock (no sleep).
 
-Each test loads its own clone of the BASE candidate (no other fixture is needed), puts it in
+On PostgreSQL, four Stores ticking the same schedules at the same instants run every firing
+once. Each HAPI test loads its own clone of the BASE candidate (no other fixture is needed), puts it in
 a list cohort (the screening population) and drives the sweep, the schedule and the worker
 step by step: the same code `medcare-screen worker` runs on its threads.
 """
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +24,17 @@ import pytest
 from service.clock import Clock
 from service.codesystems import LOINC, OBSERVATION_CATEGORY, UCUM
 from service.config import Settings
-from service.currency.schedules import cohort_job
+from service.currency.schedules import SWEEP_JOB, Schedules, cohort_job
 from service.runtime import Runtime
 from service.store import create_store
 from service.store.cohorts import CohortDefinition
 from service.store.types import ChangeItem
 from tests.integration.helpers import cloned_fixture
 from tests.integration.peers import Peer
+from tests.integration.postgres import running_postgres
 from tests.unit.store.helpers import Clock as HandClock
 
-pytestmark = pytest.mark.parametrize("fhir_peer", ["hapi"], indirect=True)
+ON_HAPI = pytest.mark.parametrize("fhir_peer", ["hapi"], indirect=True)
 
 AS_OF = date(2026, 11, 26)
 CASTRATE = "castrate-testosterone"
@@ -85,6 +89,7 @@ def runtime(fhir_peer: Peer, tmp_path: Path) -> Iterator[Runtime]:
     runtime.close()
 
 
+@ON_HAPI
 def test_a_new_testosterone_reaches_the_feed_through_a_sweep(runtime: Runtime) -> None:
     patient_id = _candidate(runtime)
     reference = f"Patient/{patient_id}"
@@ -122,6 +127,7 @@ def test_a_new_testosterone_reaches_the_feed_through_a_sweep(runtime: Runtime) -
     assert runtime.store.depth() == 0
 
 
+@ON_HAPI
 def test_a_testosterone_ageing_out_changes_at_the_scheduled_rescreen(
     fhir_peer: Peer, tmp_path: Path
 ) -> None:
@@ -159,3 +165,61 @@ def test_a_testosterone_ageing_out_changes_at_the_scheduled_rescreen(
         assert entry["as_of"] == "2026-11-30"
     finally:
         runtime.close()
+
+
+class _Counted:
+    """A sweep and a cohort refresh that count how often they ran, whoever ran them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sweeps = 0
+        self.refreshes = 0
+
+    def sweep(self) -> list[object]:
+        with self.lock:
+            self.sweeps += 1
+        return []
+
+    def refresh_members(self, name: str) -> list[str]:
+        with self.lock:
+            self.refreshes += 1
+        return [f"Patient/{name}-{i}" for i in range(3)]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    with running_postgres() as server:
+        yield server.url
+
+
+def test_each_firing_runs_once_across_four_processes_on_postgresql(postgres_url: str) -> None:
+    """Four Stores (four processes' pools) tick the same schedules at the same instants: every
+    sweep slot and every cohort fire runs exactly once."""
+    hand = HandClock(datetime(2026, 11, 26, 9, 0, 30, tzinfo=UTC))
+    stores = [create_store(postgres_url, clock=hand) for _ in range(4)]
+    try:
+        stores[0].migrate()
+        for name in ("prostate", "registry"):
+            stores[0].add_cohort(name, CohortDefinition("list", [name], "*/10 * * * *"))
+        counted = _Counted()
+        processes = [
+            Schedules(store, clock=Clock(hand), sweeper=counted, cohorts=counted,  # type: ignore[arg-type]
+                      sweep_every=timedelta(minutes=5), delay=timedelta(0))
+            for store in stores
+        ]  # fmt: skip
+        for schedules in processes:
+            schedules.skip_current_sweep()
+        fired: list[str] = []
+        with ThreadPoolExecutor(len(processes)) as pool:
+            for _ in range(6):  # an hour in ten-minute steps
+                hand.advance(minutes=10)
+                for names in pool.map(lambda schedules: schedules.fire(), processes):
+                    fired.extend(names)
+        assert counted.sweeps == 6 and counted.refreshes == 12
+        assert sorted(fired) == sorted(
+            [SWEEP_JOB] * 6 + [cohort_job("prostate")] * 6 + [cohort_job("registry")] * 6
+        )
+        assert stores[1].depth() == 6  # three members of each cohort, one row each
+    finally:
+        for store in stores:
+            store.close()
