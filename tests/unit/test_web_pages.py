@@ -6,6 +6,7 @@ tests/browser/."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,14 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from service.api import create_app
+from service.clock import Clock
 from service.runtime import Runtime
 from service.settings import ConfigError
+from service.store.repository import create_store
 from service.web.config import web_config
 from service.web.roles import Permission, Role, may, role_of
 from tests.api.conftest import make_settings
+from tests.unit.store.helpers import Clock as HandClock
 from tests.unit.store.helpers import body, save
 
 
@@ -162,5 +166,35 @@ def test_production_without_a_provider_says_sign_in_is_not_configured(tmp_path: 
         answer = client.get("/auth/login")
         assert answer.status_code == 503 and b"MEDCARE_OIDC_ISSUER" in answer.data
         assert client.post("/auth/dev-sign-in").status_code == 400  # no token: refused first
+    finally:
+        runtime.close()
+
+
+def test_new_since_my_last_visit(tmp_path: Path) -> None:
+    """A load more than 30 minutes after the last one is a new visit: results whose decision
+    changed since the visit before are marked New, and `new=1` shows only those."""
+    moving = HandClock()
+    clock = Clock(source=moving, pinned_today=date(2026, 11, 26))
+    settings = make_settings(tmp_path, environment="development")
+    runtime = Runtime(
+        settings, start_workers=False, clock=clock,
+        store=create_store(settings.database_url, clock=clock),
+    )  # fmt: skip
+    try:
+        save(runtime.store, None, body("Patient/old"))
+        client = signed_in(create_app(settings, runtime))
+        first = client.get("/worklist").get_data(as_text=True)
+        assert "This is your first visit" in first and ">New<" not in first
+        moving.advance(minutes=10)
+        assert "first visit" in client.get("/worklist?page=1").get_data(as_text=True)  # same visit
+        moving.advance(hours=3)
+        save(runtime.store, None, body("Patient/fresh"))
+        moving.advance(minutes=1)
+        again = client.get("/worklist").get_data(as_text=True)
+        assert "Your last visit" in again and again.count(">New<") == 1
+        only_new = client.get("/worklist?new=1").get_data(as_text=True)
+        assert "Patient/fresh" in only_new and "Patient/old" not in only_new
+        moving.advance(minutes=5)  # the same visit: still new
+        assert "Patient/fresh" in client.get("/worklist?new=1").get_data(as_text=True)
     finally:
         runtime.close()
