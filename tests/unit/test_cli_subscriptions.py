@@ -19,6 +19,7 @@ class FakeServer:
 
     def __init__(self) -> None:
         self.subs: dict[str, dict[str, Any]] = {}
+        self.secrets: set[str] = set()  # FhirClient redacts these from its errors
 
     def search(self, resource_type: str, params: Any, patient: str | None = None) -> Iterator[Any]:
         tag = dict(params)["_tag"].split("|")[1]
@@ -67,6 +68,7 @@ def test_ensure_is_idempotent_list_hides_the_secret_remove_deletes_ours(
         sub["channel"]["header"] == [f"Authorization: Bearer {SECRET}"]
         for sub in server.subs.values()
     )
+    assert SECRET in server.secrets
     code, again, _ = run("ensure", capsys=capsys)
     assert code == 0 and "created" not in again and "updated" not in again
     code, listed, _ = run("list", capsys=capsys)
