@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
@@ -80,11 +80,12 @@ def fhir_instant(value: datetime) -> str:
 
 
 def sweep_params(read: TypeRead, since: datetime, page_size: int = SWEEP_PAGE) -> SearchParams:
-    """The search for what of `read`'s type changed after `since`."""
+    """The search for what of `read`'s type changed after `since`, oldest change first (so
+    the mark can move page by page)."""
     params = [("_lastUpdated", f"gt{fhir_instant(since)}")]
     if read.codes is not None:
         params.append(("code", token_list(read.codes)))
-    return [*params, ("_count", str(page_size))]
+    return [*params, ("_sort", "_lastUpdated"), ("_count", str(page_size))]
 
 
 def last_updated(resource: Resource) -> datetime | None:
@@ -189,34 +190,62 @@ class Sweeper:
             resource_type, sweep_params(read, since, self.page_size)
         )
         queued = {key: at for key, at in self._queued.get(resource_type, {}).items() if at > since}
-        newest: datetime | None = None
-        seen, patients, fresh = 0, set(), {}
+        self._queued[resource_type] = queued
+        progress = _Progress()
         for resource in found:
             if resource.get("resourceType") != resource_type:
                 continue  # an included resource
-            seen += 1
-            stamp = last_updated(resource)
-            if stamp is not None and (newest is None or stamp > newest):
-                newest = stamp
-            key = _version_key(resource)
-            patient = patient_of(resource)
-            if key in queued or patient is None:
-                continue
-            patients.add(patient)
-            if stamp is not None:
-                fresh[key] = stamp
-        ours = sorted(self.store.in_population_of(patients)) if patients else []
-        enqueued = (
-            self.store.enqueue(ours, Trigger.SWEEP.value, self.client.base_url, delay=self.delay)
-            if ours
-            else 0
-        )
-        self._queued[resource_type] = {**queued, **fresh}
+            progress.note(resource, queued)
+            if progress.seen % self.page_size == 0:  # a page: keep what it found
+                self._flush(resource_type, progress, queued)
+        self._flush(resource_type, progress, queued)
         # the server's clock: the newest change, else the time the server answered; a server
         # that says neither leaves the mark where it was (a first sweep: where it asked from)
-        moved_to = newest or last_updated(bundle) or start or since
+        moved_to = progress.newest or last_updated(bundle) or start or since
         info = self.store.advance_watermark(resource_type, moved_to)
-        if seen:
+        if progress.seen:
             log.info("sweep of %s: %d changed, %d patients queued (%d new)", resource_type,
-                     seen, len(ours), enqueued)  # fmt: skip
-        return TypeSweep(resource_type, seen, len(ours), enqueued, info.last_updated)
+                     progress.seen, progress.patients, progress.enqueued)  # fmt: skip
+        return TypeSweep(resource_type, progress.seen, progress.patients, progress.enqueued,
+                         info.last_updated)  # fmt: skip
+
+    def _flush(self, resource_type: str, progress: _Progress, queued: dict[str, datetime]) -> None:
+        """Queue the population's patients seen since the last flush and move the mark to the
+        newest change seen (the search is sorted by _lastUpdated): a sweep cut short by an
+        error keeps what it did."""
+        ours = sorted(self.store.in_population_of(progress.pending)) if progress.pending else []
+        if ours:
+            progress.enqueued += self.store.enqueue(
+                ours, Trigger.SWEEP.value, self.client.base_url, delay=self.delay
+            )
+        progress.patients += len(ours)
+        queued.update(progress.fresh)
+        progress.pending, progress.fresh = set(), {}
+        if progress.newest is not None:
+            self.store.advance_watermark(resource_type, progress.newest)
+
+
+@dataclass
+class _Progress:
+    """What one type's sweep saw so far: counts, the newest change, and the patients and
+    versions not yet queued."""
+
+    seen: int = 0
+    patients: int = 0
+    enqueued: int = 0
+    newest: datetime | None = None
+    pending: set[str] = field(default_factory=set)
+    fresh: dict[str, datetime] = field(default_factory=dict)
+
+    def note(self, resource: Resource, queued: dict[str, datetime]) -> None:
+        self.seen += 1
+        stamp = last_updated(resource)
+        if stamp is not None and (self.newest is None or stamp > self.newest):
+            self.newest = stamp
+        key = _version_key(resource)
+        patient = patient_of(resource)
+        if key in queued or patient is None:
+            return  # this process queued that version already, or it is nobody's
+        self.pending.add(patient)
+        if stamp is not None:
+            self.fresh[key] = stamp

@@ -187,7 +187,11 @@ def test_each_resource_is_mapped_to_its_patient(found: dict[str, Any], patient: 
 def test_patient_changes_are_swept_too() -> None:
     assert [r.resource_type for r in swept_reads(PLAN)] == ["Patient", "Observation", "Condition"]
     params = dict(sweep_params(TypeRead("Patient"), SERVICE_NOW, 50))
-    assert params == {"_lastUpdated": "gt2026-11-26T09:30:00.000Z", "_count": "50"}
+    assert params == {
+        "_lastUpdated": "gt2026-11-26T09:30:00.000Z",
+        "_sort": "_lastUpdated",
+        "_count": "50",
+    }
 
 
 def test_a_failing_type_keeps_its_mark_and_the_others_are_swept(
@@ -239,3 +243,23 @@ def test_the_watermark_survives_a_restart(
     finally:
         reopened.close()
     assert asked(rsps, "Condition")[1]["_lastUpdated"] == [f"gt{fhir_instant(at - SKEW)}"]
+
+
+def test_a_sweep_cut_short_keeps_the_pages_it_read(
+    rsps: responses.RequestsMock, store: Store, hand: HandClock
+) -> None:
+    at = SERVER_NOW - timedelta(minutes=3)
+    answer(rsps, "Observation", bundle(
+        resource("Observation", "o1", at, subject=of("p1")),
+        resource("Observation", "o2", at + timedelta(seconds=1), subject=of("p2")),
+        next_url=f"{BASE}/Observation?_getpages=abc&_getpagesoffset=2",
+    ))  # fmt: skip
+    rsps.add(responses.GET, f"{BASE}/Observation", status=400,
+             json={"resourceType": "OperationOutcome", "issue": []})  # fmt: skip
+    [swept] = sweeper(store, hand).sweep(["Observation"])
+    assert swept.error
+    mark = store.watermark("Observation")
+    assert mark is not None and mark.last_updated == at + timedelta(seconds=1)
+    assert mark.last_error
+    hand.advance(seconds=3)
+    assert queued(store) == ["Patient/p1", "Patient/p2"]
