@@ -155,6 +155,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MEDCARE_CDS_ISSUERS", "cds_issuers", _cds_issuers),
     Variable("MEDCARE_CDS_AUDIENCE", "cds_audience"),
     Variable("MEDCARE_CDS_MAX_TOKEN_LIFETIME", "cds_max_token_lifetime_s", _whole(1)),
+    Variable("MEDCARE_CDS_REQUIRE_DIAGNOSIS", "cds_require_diagnosis", _bool),
+    Variable("MEDCARE_WEB_BASE_URL", "web_base_url"),
     Variable("MEDCARE_JWT_PERMISSION_CLAIM", "jwt_permission_claim"),
     Variable("MEDCARE_PERMISSION_READ", "permission_read"),
     Variable("MEDCARE_PERMISSION_SCREEN", "permission_screen"),

@@ -59,6 +59,8 @@ class FlatNames:
     cds_issuers = Flat[tuple[tuple[str, str], ...]]("api", "cds_issuers")
     cds_audience = Flat[str | None]("api", "cds_audience")
     cds_max_token_lifetime_s = Flat[int]("api", "cds_max_token_lifetime_s")
+    cds_require_diagnosis = Flat[bool]("api", "cds_require_diagnosis")
+    web_base_url = Flat[str | None]("api", "web_base_url")
     jwt_permission_claim = Flat[str]("api", "jwt_permission_claim")
     permission_read = Flat[str]("api", "permission_read")
     permission_screen = Flat[str]("api", "permission_screen")

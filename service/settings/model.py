@@ -141,6 +141,11 @@ class ApiSettings(_Section):
     cds_issuers: tuple[tuple[str, str], ...] = ()
     cds_audience: str | None = None
     cds_max_token_lifetime_s: Annotated[int, Field(ge=1)] = 300  # exp - iat at most this (+ leeway)
+    # no card at all for a patient without a prostate cancer diagnosis (issue 15 item 8): a card
+    # on every chart teaches clinicians to ignore it
+    cds_require_diagnosis: bool = True
+    # the public URL of the web pages (issue 15), for links to them from a CDS card
+    web_base_url: str | None = None
     # permissions: the JWT claim that carries them and the name of each permission
     jwt_permission_claim: str = "scope"
     permission_read: str = "medcare.read"
