@@ -220,6 +220,14 @@ def test_each_firing_runs_once_across_four_processes_on_postgresql(postgres_url:
             [SWEEP_JOB] * 6 + [cohort_job("prostate")] * 6 + [cohort_job("registry")] * 6
         )
         assert stores[1].depth() == 6  # three members of each cohort, one row each
+        # the watermark is shared and only moves forward, whichever process swept
+        at = hand.now - timedelta(minutes=1)
+        stores[2].advance_watermark("Observation", at)
+        stores[3].advance_watermark("Observation", at - timedelta(minutes=5))
+        stores[0].watermark_failed("Observation", "FhirServerError: 503")
+        mark = stores[1].watermark("Observation")
+        assert mark is not None and (mark.last_updated, mark.swept_at) == (at, hand.now)
+        assert mark.last_error == "FhirServerError: 503"
     finally:
         for store in stores:
             store.close()
