@@ -71,6 +71,17 @@ def fail_run(store: Store, run_id: str, error: str) -> None:
         log.error("run %s: could not be marked failed; the next start resumes it", run_id)
 
 
+def give_back(release: Callable[[], int], what: str, logger: logging.Logger) -> None:
+    """At a clean stop, hand back what this process holds (`release` returns how many), so the
+    other processes take it at once; with the database down, the leases end it instead."""
+    try:
+        released = release()
+        if released:
+            logger.info("gave back %d %s", released, what)
+    except DATABASE_DOWN:
+        logger.warning("%s not given back (database unavailable): their lease ends them", what)
+
+
 def wait_for_database(store: Store, stop: threading.Event) -> bool:
     """Wait (with backoff, at most DATABASE_WAIT_S) until the database answers; False when
     the service is stopping or the database did not come back."""

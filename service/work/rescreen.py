@@ -32,7 +32,7 @@ from service.fhir.record import PatientRecord
 from service.screening.engine import Screener
 from service.store import Store
 from service.store.rescreen import RescreenTask
-from service.work.outage import DATABASE_DOWN
+from service.work.outage import DATABASE_DOWN, give_back
 from service.writeback.fingerprint import fingerprint
 
 log = logging.getLogger("medcare_screen.runtime.rescreen")
@@ -122,12 +122,7 @@ class RescreenWorker:
         self._pool.shutdown(wait=True, cancel_futures=True)
         if not self.taken:
             return
-        try:
-            released = self.store.release_own_rescreens()
-            if released:
-                log.info("gave back %d queued patients", released)
-        except DATABASE_DOWN:
-            log.warning("re-screens not given back (database unavailable): their lease ends them")
+        give_back(self.store.release_own_rescreens, "queued patients", log)
 
     # -- the loop ----------------------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from service.fhir.record import PatientRecord
 from service.screening.engine import Screener
 from service.store import ClaimLost, InvalidAsOf, RunInfo, Store
 from service.store.leases import owner_is_dead
-from service.work.outage import DATABASE_DOWN, run_through_outages
+from service.work.outage import DATABASE_DOWN, give_back, run_through_outages
 from service.writeback.fingerprint import fingerprint
 
 log = logging.getLogger("medcare_screen.runtime.runs")
@@ -109,12 +109,7 @@ class RunExecutor:
         self._runs.shutdown(wait=True, cancel_futures=True)
         self._patients.shutdown(wait=True, cancel_futures=True)
         self._heartbeat.join(timeout=10)
-        try:
-            released = self.store.release_own_claims()
-            if released:
-                log.info("gave back %d claimed patients", released)
-        except DATABASE_DOWN:
-            log.warning("claims not given back (database unavailable): their lease ends them")
+        give_back(self.store.release_own_claims, "claimed patients", log)
 
     # -- starting a run ----------------------------------------------------------------------
 
