@@ -1,24 +1,28 @@
-"""CDS Hooks: discovery and a `patient-view` service that returns one MEDCARE card.
+"""CDS Hooks 2.0: discovery, a `patient-view` service that returns one MEDCARE card, and the
+feedback endpoint the EHR reports the card's outcome to.
 
-The EHR's JWT is verified (issuer allow-list, its JWKS, expiry, audience). With prefetch the
-service makes no FHIR call at all; without it, it reads the patient from the service's own
-configured source. The `fhirServer` a request names is never used: the FHIR base URL does not
-come from a request.
+The EHR's JWT is verified (issuer allow-list, its JWKS, expiry, audience). With a complete
+prefetch the service makes no FHIR call at all; without one (or with a Bundle cut into pages),
+it reads the patient from the service's own configured source. The `fhirServer` a request names
+is never used: the FHIR base URL does not come from a request. An unknown patient, or one with no
+prostate cancer diagnosis (MEDCARE_CDS_REQUIRE_DIAGNOSIS), gets no card: CDS Hooks answers "no
+guidance" with an empty `cards` list, and a card on every chart teaches clinicians to ignore it.
 """
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import Any
 
-from flask import current_app, request
+from flask import current_app, g, request
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from service.api.bodies import check_json_body
+from service.api.cds_cards import OVERRIDE_REASONS, card, has_prostate_cancer, markdown_text
+from service.api.cds_feedback import FeedbackRequestSchema, record_feedback
+from service.api.cds_prefetch import record_from_prefetch
 from service.api.deps import runtime, service, settings
-from service.api.errors import ApiError, ErrorSchema
+from service.api.errors import ErrorSchema
 from service.api.schemas import FHIR_ID
 from service.api.security import (
     JwtVerifier,
@@ -27,12 +31,12 @@ from service.api.security import (
     Unauthorized,
     issuers_verifier,
 )
-from service.fhir.record import PatientRecord
+from service.errors import NotFound
 from service.read_plan import cds_prefetch_templates, read_plan
-from service.screening.result import Result, ScreenResult, Status
 
 blp = Blueprint("cds", __name__, url_prefix="/cds-services", description="CDS Hooks")
 SERVICE_ID = "medcare-patient-view"
+__all__ = ["OVERRIDE_REASONS", "blp", "card", "markdown_text", "prefetch_templates"]
 
 
 def prefetch_templates() -> dict[str, str]:
@@ -42,8 +46,15 @@ def prefetch_templates() -> dict[str, str]:
 
 
 class CdsContextSchema(Schema):
+    """The `patient-view` context of CDS Hooks 2.0: `encounterId` (and any field a later
+    version adds) is accepted, as EHRs send it; only `patientId` is read."""
+
+    class Meta:
+        unknown = "include"
+
     patientId = fields.String(required=True, validate=FHIR_ID)
     userId = fields.String()
+    encounterId = fields.String()
 
 
 class CdsRequestSchema(Schema):
@@ -72,6 +83,18 @@ class CardSourceSchema(Schema):
     label = fields.String(required=True)
 
 
+class CodingSchema(Schema):
+    system = fields.String()
+    code = fields.String(required=True)
+    display = fields.String()
+
+
+class LinkSchema(Schema):
+    label = fields.String(required=True)
+    url = fields.String(required=True)
+    type = fields.String(required=True, validate=validate.OneOf(["absolute", "smart"]))
+
+
 class CardSchema(Schema):
     uuid = fields.String()
     summary = fields.String(required=True, validate=validate.Length(max=140))
@@ -80,6 +103,8 @@ class CardSchema(Schema):
         required=True, validate=validate.OneOf(["info", "warning", "critical"])
     )
     source = fields.Nested(CardSourceSchema, required=True)
+    links = fields.List(fields.Nested(LinkSchema))
+    overrideReasons = fields.List(fields.Nested(CodingSchema))
 
 
 class CardsSchema(Schema):
@@ -109,89 +134,30 @@ def discovery() -> dict[str, Any]:
 @blp.response(200, CardsSchema)
 @blp.alt_response(401, schema=ErrorSchema)
 def patient_view(body: dict[str, Any]) -> dict[str, Any]:
-    """One card: candidate or ineligible, why, and what needs review."""
+    """One card: candidate or ineligible, why, and what needs review; none for a patient the
+    source does not know or (by default) one with no prostate cancer diagnosis."""
     patient_id = body["context"]["patientId"]
-    record = _record_from_prefetch(patient_id, body.get("prefetch") or {})
-    # without a prefetch: read from the service's source (404 unknown, 502 the server failed)
-    result = service().screen_record(patient_id, record)  # as of the service's date
-    return {"cards": [card(result)]}
+    expected = list(prefetch_templates())
+    record = record_from_prefetch(patient_id, body.get("prefetch") or {}, expected)
+    # without a usable prefetch: read from the service's source (502 the server failed)
+    try:
+        result = service().screen_record(patient_id, record)  # as of the service's date
+    except NotFound:
+        return {"cards": []}
+    config = settings()
+    if config.cds_require_diagnosis and not has_prostate_cancer(result):
+        return {"cards": []}
+    return {"cards": [card(result, web_base_url=config.web_base_url)]}
 
 
-def card(result: ScreenResult) -> dict[str, Any]:
-    ruled_out = [c for c in result.criteria if c.rules_out()]
-    review = [
-        c for c in result.criteria if c.result is Result.UNKNOWN and c.kind.value != "informational"
-    ]
-    if result.status is Status.INELIGIBLE:
-        summary = f"MEDCARE trial: not eligible ({', '.join(c.id for c in ruled_out)})"
-        indicator = "info"
-    else:
-        summary = "MEDCARE trial: candidate for the tumour board" + (
-            f", {len(review)} item(s) to check" if review else ""
-        )
-        indicator = "warning"
-    lines = [
-        f"**Status:** {result.status.value}"
-        + (f", patient type {result.patient_type}" if result.patient_type else "")
-    ]
-    if ruled_out:
-        lines.append("**Ruled out by:**")
-        lines.extend(f"- {c.id}: {markdown_text(c.reason)}" for c in ruled_out)
-    if review:
-        lines.append("**Needs review:**")
-        lines.extend(f"- {c.id}: {markdown_text(c.reason)}" for c in review)
-    manual = [c.id for c in result.criteria if c.result is Result.MANUAL]
-    lines.append(f"**Always checked by a person:** {', '.join(manual)}")
-    if result.notes:
-        lines.append("**Data problems:**")
-        lines.extend(f"- {markdown_text(note)}" for note in result.notes)
-    return {
-        "uuid": str(uuid.uuid4()),
-        "summary": summary[:140],
-        "detail": "\n".join(lines),
-        "indicator": indicator,
-        "source": {"label": "MEDCARE Screen (pre-screen, rules " + result.rules_version + ")"},
-    }
-
-
-_MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~])")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
-
-
-def markdown_text(text: str) -> str:
-    """Text for a card's Markdown that renders as itself: reasons quote resource ids and codes
-    that came from a FHIR server or a prefetch, so no HTML (`<script>`), link, image or line
-    break they contain may take effect in the EHR."""
-    text = _CONTROL.sub(" ", text)
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return _MARKDOWN_SPECIAL.sub(r"\\\1", text)
-
-
-def _record_from_prefetch(patient_id: str, prefetch: dict[str, Any]) -> PatientRecord | None:
-    """A record from prefetched data, or None when any template was not prefetched."""
-    expected = prefetch_templates().keys()
-    if not prefetch or any(prefetch.get(key) is None for key in expected):
-        return None
-    record = PatientRecord(patient_id)
-    patient = prefetch["patient"]
-    if (
-        not isinstance(patient, dict)
-        or patient.get("resourceType") != "Patient"
-        or patient.get("id") != patient_id
-    ):
-        raise ApiError(400, "bad-prefetch", "prefetch 'patient' is not this Patient")
-    record.add(patient)
-    for key in expected:
-        if key == "patient":
-            continue
-        bundle = prefetch[key]
-        if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
-            raise ApiError(400, "bad-prefetch", f"prefetch {key!r} is not a Bundle")
-        for entry in bundle.get("entry") or []:
-            resource = entry.get("resource") if isinstance(entry, dict) else None
-            if isinstance(resource, dict) and isinstance(resource.get("resourceType"), str):
-                record.add(resource, entry.get("fullUrl"))
-    return record
+@blp.route(f"/{SERVICE_ID}/feedback", methods=["POST"])
+@blp.arguments(FeedbackRequestSchema)
+@blp.response(200, Schema)
+@blp.alt_response(401, schema=ErrorSchema)
+def feedback(body: dict[str, Any]) -> dict[str, Any]:
+    """CDS Hooks 2.0 feedback: per card uuid, accepted or overridden (with a reason)."""
+    record_feedback(body["feedback"], author=str(g.get("cds_claims", {}).get("sub") or "unknown"))
+    return {}
 
 
 @blp.before_request
@@ -211,21 +177,28 @@ def _check_body() -> None:
 
 
 def _verify_ehr_jwt() -> None:
+    """The hook call's token names the service's URL as its audience, a feedback call's the
+    feedback URL (CDS Hooks 2.0: `aud` is the endpoint called); each has its own verifier."""
     config = settings()
-    verifier: JwtVerifier | None = current_app.extensions.get("medcare_cds_verifier")
+    feedback = request.path.endswith("/feedback")
+    key = "medcare_cds_feedback_verifier" if feedback else "medcare_cds_verifier"
+    verifier: JwtVerifier | None = current_app.extensions.get(key)
     if verifier is None and config.cds_issuers:
         # the audience is a setting (Settings.check requires it with issuers), never the
         # request's own URL: a forged Host header must not choose which tokens pass
+        audience = config.cds_audience
+        if feedback and audience:
+            audience = audience.rstrip("/") + "/feedback"
         verifier = issuers_verifier(
             config.cds_issuers,
-            config.cds_audience,
+            audience,
             verify=config.tls_ca_bundle or True,
             rules=TokenRules(config.cds_max_token_lifetime_s, ReplayCache()),
             name="CDS Hooks JWT",
         )
         if verifier.audience is None:  # settings built without check(): refuse, never guess
             raise Unauthorized("the CDS Hooks audience is not configured")
-        current_app.extensions["medcare_cds_verifier"] = verifier
+        current_app.extensions[key] = verifier
     authorization = request.headers.get("Authorization", "")
     if verifier is None:
         if config.allow_no_auth:
@@ -234,4 +207,4 @@ def _verify_ehr_jwt() -> None:
     scheme, _, token = authorization.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized("a CDS Hooks JWT is required")
-    verifier.verify(token.strip())
+    g.cds_claims = verifier.verify(token.strip())
