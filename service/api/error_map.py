@@ -18,6 +18,7 @@ from flask import Flask, Response
 from service.api.errors import error_response
 from service.api.security import Unauthorized
 from service.cohorts import CohortExists, CohortNotFound, InvalidCohort
+from service.dispositions import InvalidEntry, StaleVersion, UnknownCriterion, VersionRequired
 from service.errors import NotFound, SourceUnavailable
 from service.fhir.cohort_search import SearchNotAllowed
 from service.store import BadCursor, InvalidAsOf
@@ -53,6 +54,11 @@ ERRORS: dict[type[Exception], HttpError] = {
     CohortNotFound: HttpError(404, "cohort-not-found"),
     CohortExists: HttpError(409, "cohort-exists"),
     SourceUnavailable: HttpError(502, "fhir-server-error"),  # its words are quoted
+    # a patient's review (service/dispositions.py): the field, or the version and its author
+    InvalidEntry: HttpError(400, "invalid-entry", details=lambda exc: {"field": exc.field}),
+    UnknownCriterion: HttpError(404, "unknown-criterion"),
+    StaleVersion: HttpError(412, "stale-version", details=lambda exc: exc.details()),
+    VersionRequired: HttpError(428, "if-match-required"),
 }
 
 

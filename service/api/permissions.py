@@ -35,6 +35,7 @@ class Permission(enum.Enum):
     READ = "read"
     SCREEN = "screen"
     WRITEBACK = "writeback"
+    REVIEW = "review"
 
 
 def permission_names(settings: Settings) -> dict[Permission, str]:
@@ -42,6 +43,7 @@ def permission_names(settings: Settings) -> dict[Permission, str]:
         Permission.READ: settings.permission_read,
         Permission.SCREEN: settings.permission_screen,
         Permission.WRITEBACK: settings.permission_writeback,
+        Permission.REVIEW: settings.permission_review,
     }
 
 

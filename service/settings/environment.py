@@ -161,6 +161,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("MEDCARE_PERMISSION_READ", "permission_read"),
     Variable("MEDCARE_PERMISSION_SCREEN", "permission_screen"),
     Variable("MEDCARE_PERMISSION_WRITEBACK", "permission_writeback"),
+    Variable("MEDCARE_PERMISSION_REVIEW", "permission_review"),
     Variable("MEDCARE_RUN_SEARCH_PARAMS", "run_search_params", _list),
     Variable("MEDCARE_CORS_ORIGINS", "cors_origins", _list),
     Variable("MEDCARE_MAX_REQUEST_BYTES", "max_request_bytes", _whole(1)),

@@ -65,6 +65,7 @@ class FlatNames:
     permission_read = Flat[str]("api", "permission_read")
     permission_screen = Flat[str]("api", "permission_screen")
     permission_writeback = Flat[str]("api", "permission_writeback")
+    permission_review = Flat[str]("api", "permission_review")
     run_search_params = Flat[tuple[str, ...]]("api", "run_search_params")
     cors_origins = Flat[tuple[str, ...]]("api", "cors_origins")
     max_request_bytes = Flat[int]("api", "max_request_bytes")

@@ -150,6 +150,7 @@ class ApiSettings(_Section):
     jwt_permission_claim: str = "scope"
     permission_read: str = "medcare.read"
     permission_screen: str = "medcare.screen"
+    permission_review: str = "medcare.review"  # dispositions and manual answers (issue 15)
     permission_writeback: str = "medcare.writeback"
     run_search_params: tuple[str, ...] = DEFAULT_RUN_SEARCH_PARAMS
     cors_origins: tuple[str, ...] = ()

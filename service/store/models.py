@@ -395,3 +395,41 @@ class ScheduleFire(Base):
     fire_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
     fired_by: Mapped[str | None] = mapped_column(String(OWNER_LENGTH))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# What a coordinator's entry records (issue 15 item 3): a disposition, or an answer to one of
+# the criteria only people can decide (criteria.md `manual`).
+ReviewKind = StrEnum("ReviewKind", "DISPOSITION MANUAL")
+
+
+class ReviewEntry(Base):
+    """One entry a person made about a patient: a disposition, or a manual criterion's answer.
+
+    Kept apart from the results (a re-screen never touches this table) and append-only: the
+    current disposition and answers are each kind's newest entry, the rest is the history.
+    `version` numbers a patient's entries 1, 2, 3...; it is the ETag of the patient's review,
+    and its unique key is what refuses the second of two people writing from the same version
+    (no lost update, on SQLite and PostgreSQL alike). `author` is the signed-in person's or
+    the API caller's subject id; `note` is free text, kept here and never in logs.
+    """
+
+    __tablename__ = "review_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    patient_id: Mapped[str] = mapped_column(String(PATIENT_ID_LENGTH))
+    study: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(STATE_LENGTH))
+    # the manual criterion answered (kind manual); NULL for a disposition
+    criterion: Mapped[str | None] = mapped_column(String(64))
+    # the disposition's code, or the answer (met / not-met)
+    code: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str | None] = mapped_column(Text)
+    note: Mapped[str | None] = mapped_column(Text)
+    author: Mapped[str] = mapped_column(String(255))
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint(_one_of("kind", ReviewKind), name="kind"),
+        UniqueConstraint("patient_id", "study", "version"),
+    )

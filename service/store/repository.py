@@ -32,6 +32,7 @@ from service.clock import system_now
 from service.store.base import MAX_ERROR_CHARS, MAX_PAGE, ClockLike
 from service.store.cohorts import CohortStore
 from service.store.cursors import BadCursor
+from service.store.dispositions import ReviewStore
 from service.store.engine import (
     DEFAULT_BUSY_TIMEOUT_S,
     DEFAULT_MAX_OVERFLOW,
@@ -103,7 +104,7 @@ __all__ = [
 
 class Store(
     RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore,
-    WatermarkStore, ScheduleFireStore, WorklistStore,
+    WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore,
 ):  # fmt: skip
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""

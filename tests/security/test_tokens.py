@@ -37,6 +37,7 @@ CDS_AUDIENCE = "https://medcare.example.org" + CDS_URL
 PUBLIC = {"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs", "/cds-services"}
 READER, SCREENER = "reader-token-" + "r" * 20, "screener-token-" + "s" * 20
 READ, SCREEN, WRITEBACK = "medcare.read", "medcare.screen", "medcare.writeback"
+REVIEW = "medcare.review"
 # past authentication and permissions (what the screen itself answers is other tests' concern)
 DENIED = (401, 403)
 
@@ -96,6 +97,11 @@ NEEDS = {
     ("put", "/v1/cohorts/fx-base"): {SCREEN},
     ("delete", "/v1/cohorts/fx-base"): {SCREEN},
     ("post", "/v1/cohorts/fx-base/refresh"): {SCREEN},
+    ("get", "/v1/patients/fx-base/disposition"): {READ},
+    ("put", "/v1/patients/fx-base/disposition"): {REVIEW},
+    ("get", "/v1/patients/fx-base/manual/fx-base"): {READ},
+    ("put", "/v1/patients/fx-base/manual/fx-base"): {REVIEW},
+    ("get", "/v1/patients/fx-base/history"): {READ},
 }
 BODY = {"patient": "fx-base", "patients": ["fx-base"]}
 

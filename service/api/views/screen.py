@@ -8,8 +8,10 @@ from flask_smorest import Blueprint
 
 from service.api.deps import service
 from service.api.endpoints import guarded
+from service.api.patient_schemas import ReviewedResultSchema
 from service.api.permissions import Permission, require
-from service.api.schemas import ResultSchema, ScreenRequestSchema, ScreenResponseSchema
+from service.api.schemas import ScreenRequestSchema, ScreenResponseSchema
+from service.api.views.patients import review_keys
 
 blp = Blueprint("screen", __name__, url_prefix="/v1", description="Screen one patient now")
 
@@ -33,7 +35,10 @@ def screen_now(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @blp.route("/patients/<patient_id>/result", methods=["GET"])
-@guarded(blp, Permission.READ, ResultSchema, errors={404: "no result stored for this patient"})
+@guarded(
+    blp, Permission.READ, ReviewedResultSchema, errors={404: "no result stored for this patient"}
+)
 def latest_result(patient_id: str) -> dict[str, Any]:
-    """The latest stored result of a patient for this study."""
-    return service().latest_result(patient_id)
+    """The latest stored result of a patient for this study, with the coordinators'
+    disposition and manual answers next to it (issue 15 item 3)."""
+    return {**service().latest_result(patient_id), **review_keys(patient_id)}

@@ -25,6 +25,7 @@ TABLES = {
     "latest_results",
     "rescreen_queue",
     "results",
+    "review_entries",
     "run_patients",
     "runs",
     "schedule_fires",
@@ -52,7 +53,7 @@ def test_migrate_on_an_empty_database_creates_the_schema_idempotently(
     store.migrate()
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert store.ping()
-    assert store.schema_revision() == "0003"
+    assert store.schema_revision() == "0004"
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT id, value FROM change_counter")).all() == [(1, 0)]
     store.close()
