@@ -27,6 +27,31 @@ from service.writeback.narrative import render_narrative
 # who have taken the subject further, and is theirs to keep.
 OUR_STATUSES = frozenset({"candidate", "ineligible"})
 
+# A coordinator's disposition (service/dispositions.py) as R4 ResearchSubject.status
+# (profiles/README.md has the table). `new` says nothing beyond the automatic result, so the
+# automatic status stands; every other disposition is people's word and wins over it.
+DISPOSITION_STATUS: dict[str, str | None] = {
+    "new": None,
+    "under-review": "screening",
+    "contacted": "screening",
+    "presented-to-board": "screening",
+    "eligible": "eligible",
+    "not-eligible": "ineligible",
+    "deferred": "potential-candidate",
+    "enrolled": "on-study",
+    "declined": "not-registered",
+}
+
+
+def subject_status(automatic: str, disposition: str | None = None) -> str:
+    """The status to write: the disposition's when people set one that says more than `new`,
+    else the automatic result's. So an automatic screen never downgrades people's status: a
+    re-screen that turns a patient candidate leaves `not-eligible` (ineligible) as it is, and
+    one that rules an `enrolled` patient out leaves on-study."""
+    people = DISPOSITION_STATUS.get(disposition) if disposition else None
+    return people or automatic
+
+
 JSON = dict[str, Any]
 
 
@@ -80,15 +105,18 @@ def result_extensions(result: ScreenResult, canonical_base: str) -> list[JSON]:
     return extensions
 
 
-def build_research_subject(result: ScreenResult, params: Parameters, study_reference: str) -> JSON:
-    """The ResearchSubject for this result (no id: it is written by conditional update)."""
+def build_research_subject(
+    result: ScreenResult, params: Parameters, study_reference: str, disposition: str | None = None
+) -> JSON:
+    """The ResearchSubject for this result (no id: it is written by conditional update); its
+    status follows the coordinators' `disposition` when they set one (`subject_status`)."""
     return {
         "resourceType": "ResearchSubject",
         "meta": {"profile": [extension_url(params.canonical_base, ext.RESEARCH_SUBJECT_PROFILE)]},
         "text": {"status": "generated", "div": render_narrative(result)},
         "extension": result_extensions(result, params.canonical_base),
         "identifier": [subject_identifier(params, result.patient).to_fhir()],
-        "status": result.status.value,
+        "status": subject_status(result.status.value, disposition),
         "study": {"reference": study_reference},
         "individual": {"reference": result.patient},
     }

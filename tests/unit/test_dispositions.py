@@ -11,6 +11,7 @@ import pytest
 from service.dispositions import (
     MANUAL_CRITERIA,
     MAX_NOTE_CHARS,
+    Disposition,
     InvalidEntry,
     Reviews,
     StaleVersion,
@@ -18,8 +19,11 @@ from service.dispositions import (
     VersionRequired,
     parse_version,
 )
+from service.mapping.load import load_mappings
 from service.store.repository import Store, create_store
+from service.writeback.subject import DISPOSITION_STATUS, build_research_subject, subject_status
 from tests.unit.store.helpers import STUDY, Clock, body, save
+from tests.unit.writeback.sample import RESEARCH_SUBJECT_STATUSES, make_result
 
 
 @pytest.fixture
@@ -144,3 +148,32 @@ def test_if_match_headers(header: str, version: int) -> None:
 def test_a_missing_if_match_is_its_own_error(header: str | None) -> None:
     with pytest.raises(VersionRequired):
         parse_version(header)
+
+
+@pytest.mark.parametrize(
+    ("automatic", "disposition", "status"),
+    [
+        ("candidate", None, "candidate"),
+        ("ineligible", "new", "ineligible"),
+        ("candidate", "not-eligible", "ineligible"),
+        ("ineligible", "enrolled", "on-study"),
+        ("candidate", "declined", "not-registered"),
+        ("candidate", "deferred", "potential-candidate"),
+    ],
+)
+def test_people_s_status_is_never_downgraded_by_an_automatic_result(
+    automatic: str, disposition: str | None, status: str
+) -> None:
+    assert subject_status(automatic, disposition) == status
+
+
+def test_every_disposition_maps_onto_an_r4_status() -> None:
+    assert set(DISPOSITION_STATUS) == {d.value for d in Disposition}
+    assert {s for s in DISPOSITION_STATUS.values() if s} <= RESEARCH_SUBJECT_STATUSES
+
+
+def test_the_research_subject_carries_the_disposition_s_status() -> None:
+    result, params = make_result(), load_mappings().parameters
+    assert build_research_subject(result, params, "ResearchStudy/1")["status"] == "candidate"
+    subject = build_research_subject(result, params, "ResearchStudy/1", disposition="enrolled")
+    assert subject["status"] == "on-study"
