@@ -18,6 +18,7 @@ from service.web import auth
 from service.web.config import SESSION_LIFETIME, is_loopback, web_config
 from service.web.csrf import csrf_ok, csrf_token
 from service.web.pages import message
+from service.web.patient import add_routes as add_patient_routes
 from service.web.worklist import add_routes as add_worklist_routes
 
 NAME = "web"
@@ -54,6 +55,7 @@ def register_web(app: Flask, settings: Settings) -> None:
     )  # fmt: skip
     auth.add_routes(blp)
     add_worklist_routes(blp)
+    add_patient_routes(blp)
     blp.before_request(_check_csrf)
     blp.after_request(_page_headers)
     blp.context_processor(_template_globals)
