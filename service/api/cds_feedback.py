@@ -2,11 +2,10 @@
 reason), per card uuid.
 
 The body is checked against the 2.0 shape (an override's reason must be one the card offered);
-each entry is recorded with who (the EHR token's `sub`), when (the EHR's `outcomeTimestamp`
-and ours) and what, ids and codes only. The record is the service's log
-(`medcare.cds.feedback`): a card uuid names no patient, and there is no table yet that maps the
-uuids the service issued to patients, so the entries are not joined to a patient's
-coordinator entries (service/dispositions.py) here.
+each entry is kept like a coordinator's entry, append-only, with who (the EHR token's `sub`),
+when (the EHR's `outcomeTimestamp` and ours), the outcome, the reason and the comment, joined
+to the patient of the card the service issued (service/store/cds_feedback.py). The log line
+says the same with ids and codes only (a comment is free text and may name the patient).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.api.cds_cards import OVERRIDE_CODES, OVERRIDE_SYSTEM
-from service.clock import SYSTEM_CLOCK, Clock
+from service.store.cds_feedback import CardFeedback, CdsFeedbackStore
 
 LOG = logging.getLogger("medcare.cds.feedback")
 
@@ -66,22 +65,21 @@ class FeedbackRequestSchema(Schema):
 
 
 def record_feedback(
-    entries: list[dict[str, Any]], *, author: str, clock: Clock = SYSTEM_CLOCK
-) -> list[dict[str, Any]]:
-    """Record each entry (who, when, card, outcome, reason code): the log lines carry ids and
-    codes only, never the clinician's comment (free text may name the patient)."""
+    store: CdsFeedbackStore, entries: list[dict[str, Any]], *, author: str
+) -> list[CardFeedback]:
+    """Keep each entry; log it with ids and codes only, never the clinician's comment."""
     recorded = []
     for entry in entries:
-        reason = (entry.get("overrideReason") or {}).get("reason") or {}
-        line = {
-            "card": str(entry["card"]),
-            "outcome": entry["outcome"],
-            "reason": reason.get("code"),
-            "commented": bool((entry.get("overrideReason") or {}).get("userComment")),
-            "author": author,
-            "outcome_at": entry["outcomeTimestamp"].isoformat(),
-            "recorded_at": clock.now().isoformat(),
-        }
-        LOG.info("cds feedback %s", " ".join(f"{k}={v}" for k, v in line.items()))
-        recorded.append(line)
+        override = entry.get("overrideReason") or {}
+        kept = store.record_card_feedback(
+            str(entry["card"]), entry["outcome"], author=author,
+            outcome_at=entry["outcomeTimestamp"],
+            reason_code=(override.get("reason") or {}).get("code"),
+            comment=override.get("userComment") or None,
+        )  # fmt: skip
+        LOG.info(
+            "cds feedback card=%s patient=%s outcome=%s reason=%s author=%s",
+            kept.card, kept.patient_id, kept.outcome, kept.reason_code, kept.author,
+        )  # fmt: skip
+        recorded.append(kept)
     return recorded

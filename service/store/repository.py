@@ -30,6 +30,7 @@ from sqlalchemy.engine import URL
 
 from service.clock import system_now
 from service.store.base import MAX_ERROR_CHARS, MAX_PAGE, ClockLike
+from service.store.cds_feedback import CdsFeedbackStore
 from service.store.cohorts import CohortStore
 from service.store.cursors import BadCursor
 from service.store.dispositions import ReviewStore
@@ -104,7 +105,7 @@ __all__ = [
 
 class Store(
     RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore,
-    WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore,
+    WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore, CdsFeedbackStore,
 ):  # fmt: skip
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from markdown_it import MarkdownIt
 
 from service.api import create_app
 from service.api.cds_cards import OVERRIDE_SYSTEM
+from service.api.deps import runtime
 from service.fhir.local_source import LocalSource
 from service.runtime import Runtime
 from tests.api.conftest import CDS_URL, make_settings
@@ -156,11 +158,24 @@ def test_feedback_is_recorded_per_card_with_who_and_why(
     assert response.status_code == 200, response.get_json()
     assert response.get_json() == {}
     lines = [r.getMessage() for r in caplog.records if r.name == "medcare.cds.feedback"]
-    assert len(lines) == 2
-    assert f"card={card['uuid']} outcome=accepted" in lines[0]
-    assert "outcome=overridden reason=not-now commented=True author=ehr-client-7" in lines[1]
-    assert "outcome_at=2026-11-26T10:01:00+01:00" in lines[1]
-    assert "holiday" not in "\n".join(lines)  # free text never in the log
+    assert lines == [
+        f"cds feedback card={card['uuid']} patient={PATIENT} outcome=accepted reason=None "
+        "author=ehr-client-7",
+        f"cds feedback card={card['uuid']} patient={PATIENT} outcome=overridden reason=not-now "
+        "author=ehr-client-7",
+    ]  # free text never in the log
+    kept = _runtime(client).store.card_feedback(PATIENT)  # newest first, like the history
+    assert [(f.outcome, f.reason_code, f.comment, f.author) for f in kept] == [
+        ("overridden", "not-now", "Mr X is on holiday", "ehr-client-7"),
+        ("accepted", None, None, "ehr-client-7"),
+    ]
+    assert kept[0].outcome_at == datetime(2026, 11, 26, 9, 1, tzinfo=UTC)
+    assert kept[0].card == card["uuid"]
+
+
+def _runtime(client: FlaskClient) -> Runtime:
+    with client.application.app_context():
+        return runtime()
 
 
 def test_feedback_is_authenticated_and_checked(cds: tuple[FlaskClient, Issuer]) -> None:

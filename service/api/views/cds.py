@@ -147,7 +147,10 @@ def patient_view(body: dict[str, Any]) -> dict[str, Any]:
     config = settings()
     if config.cds_require_diagnosis and not has_prostate_cancer(result):
         return {"cards": []}
-    return {"cards": [card(result, web_base_url=config.web_base_url)]}
+    answer = card(result, web_base_url=config.web_base_url)
+    # kept so that the EHR's feedback, which names only the uuid, reaches the patient
+    runtime().store.issue_card(answer["uuid"], patient_id, result.study, result.status.value)
+    return {"cards": [answer]}
 
 
 @blp.route(f"/{SERVICE_ID}/feedback", methods=["POST"])
@@ -156,7 +159,8 @@ def patient_view(body: dict[str, Any]) -> dict[str, Any]:
 @blp.alt_response(401, schema=ErrorSchema)
 def feedback(body: dict[str, Any]) -> dict[str, Any]:
     """CDS Hooks 2.0 feedback: per card uuid, accepted or overridden (with a reason)."""
-    record_feedback(body["feedback"], author=str(g.get("cds_claims", {}).get("sub") or "unknown"))
+    author = str(g.get("cds_claims", {}).get("sub") or "unknown")
+    record_feedback(runtime().store, body["feedback"], author=author)
     return {}
 
 

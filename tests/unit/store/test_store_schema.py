@@ -19,6 +19,8 @@ from tests.unit.store.helpers import Clock, body, save
 
 TABLES = {
     "alembic_version",
+    "cds_cards",
+    "cds_feedback",
     "change_counter",
     "cohort_members",
     "cohorts",
@@ -53,7 +55,7 @@ def test_migrate_on_an_empty_database_creates_the_schema_idempotently(
     store.migrate()
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert store.ping()
-    assert store.schema_revision() == "0004"
+    assert store.schema_revision() == "0005"
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT id, value FROM change_counter")).all() == [(1, 0)]
     store.close()
