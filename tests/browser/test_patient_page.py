@@ -1,0 +1,76 @@
+"""The patient page as coordinators use it, in a real browser (issue 15 items 2 and 3): open a
+patient from the worklist, record a disposition and a manual answer, see both survive a
+re-screen (POST /v1/screen on the running service), a second tab's stale form told with its
+note kept, and no serious accessibility violation (axe-core). Writes
+docs/screenshots/patient.png."""
+
+from __future__ import annotations
+
+import re
+
+import requests
+from playwright.sync_api import Page
+
+from tests.browser.conftest import Stack, sign_in
+from tests.browser.stack import SCREENSHOTS
+from tests.browser.test_worklist import serious_violations
+from tests.reliability.harness import TOKEN
+
+PATIENT = "fx-base"
+
+
+def test_record_a_disposition_and_an_answer_that_survive_a_rescreen(
+    page: Page, stack: Stack
+) -> None:
+    sign_in(page, stack, "coordinator", "/worklist?sort=patient&dir=asc&size=100")
+    page.click(f'a[href="/patients/{PATIENT}"]')
+    page.wait_for_url(re.compile(f"/patients/{PATIENT}$"))
+    assert page.inner_text("h1") == f"Patient {PATIENT}"
+    assert "Criteria (21)" in page.inner_text("main")
+    assert serious_violations(page) == []
+
+    page.select_option("#code", "presented-to-board")
+    page.fill("#note", "board on Thursday")
+    page.click("text=Record disposition")
+    page.wait_for_url(re.compile(r"#review$"))
+    page.select_option("#answer-tumour-board", "met")
+    page.fill("#note-tumour-board", "approved by the board")
+    page.click("text=Record answer for tumour-board")
+    page.wait_for_load_state()
+
+    screened = requests.post(
+        stack.base_url + "/v1/screen", json={"patient": PATIENT},
+        headers={"Authorization": f"Bearer {TOKEN}"}, timeout=60,
+    )  # fmt: skip
+    assert screened.status_code == 200, screened.text
+    page.goto(stack.base_url + f"/patients/{PATIENT}")
+    main = page.inner_text("main")
+    assert "Presented to board (" in main and "board on Thursday" in main
+    assert "approved by the board" in main and "answered: Met" in main
+    assert serious_violations(page) == []
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / "patient.png"), full_page=True)
+
+
+def test_a_stale_form_in_a_second_tab_is_told_and_keeps_the_note(page: Page, stack: Stack) -> None:
+    sign_in(page, stack, "investigator", f"/patients/{PATIENT}")
+    other = page.context.new_page()
+    other.goto(stack.base_url + f"/patients/{PATIENT}")
+    page.select_option("#code", "contacted")
+    page.click("text=Record disposition")
+    page.wait_for_url(re.compile(r"#review$"))
+
+    other.select_option("#code", "deferred")
+    other.fill("#note", "call again in May")
+    other.click("text=Record disposition")
+    other.wait_for_load_state()
+    assert "Nothing of yours was recorded" in other.inner_text("[role=alert]")
+    assert other.input_value("#note") == "call again in May"
+    page.reload()
+    assert "Contacted (" in page.inner_text("main")
+
+
+def test_read_only_sees_the_page_without_forms(page: Page, stack: Stack) -> None:
+    sign_in(page, stack, "readonly", f"/patients/{PATIENT}")
+    assert page.inner_text("h1") == f"Patient {PATIENT}"
+    assert page.locator("text=Record disposition").count() == 0
