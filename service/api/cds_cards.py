@@ -34,12 +34,9 @@ def has_prostate_cancer(result: ScreenResult) -> bool:
     )
 
 
-def card(
-    result: ScreenResult, *, web_base_url: str | None = None, partial: str | None = None
-) -> dict[str, Any]:
+def card(result: ScreenResult, *, web_base_url: str | None = None) -> dict[str, Any]:
     """One card: candidate or ineligible, why, what needs review; with a link to the
-    patient's page when the pages' public URL is configured. `partial` says why the verdict
-    was not reached from everything the EHR meant to send."""
+    patient's page when the pages' public URL (MEDCARE_WEB_BASE_URL) is configured."""
     ruled_out = [c for c in result.criteria if c.rules_out()]
     review = [
         c for c in result.criteria if c.result is Result.UNKNOWN and c.kind.value != "informational"
@@ -57,8 +54,6 @@ def card(
         f"**Status:** {result.status.value}"
         + (f", patient type {result.patient_type}" if result.patient_type else "")
     ]
-    if partial:
-        blocks.append(f"**Partial:** {markdown_text(partial)}")
     if ruled_out:
         blocks.append(
             _list("Ruled out by", [f"{c.id}: {markdown_text(c.reason)}" for c in ruled_out])

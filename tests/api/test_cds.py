@@ -18,6 +18,7 @@ from markdown_it import MarkdownIt
 from service.api import create_app
 from service.api.cds_cards import OVERRIDE_SYSTEM
 from service.api.deps import runtime
+from service.config import settings_from_env
 from service.fhir.local_source import LocalSource
 from service.runtime import Runtime
 from tests.api.conftest import CDS_URL, make_settings
@@ -171,6 +172,18 @@ def test_feedback_is_recorded_per_card_with_who_and_why(
     ]
     assert kept[0].outcome_at == datetime(2026, 11, 26, 9, 1, tzinfo=UTC)
     assert kept[0].card == card["uuid"]
+    stranger = {**accepted, "card": "6f1c7c1e-2b7e-4a7b-9c1e-0d6c1f2a3b4c"}
+    with caplog.at_level(logging.INFO, logger="medcare.cds.feedback"):
+        assert _feedback(client, ehr, stranger, audience=feedback_audience).status_code == 200
+    assert "patient=None outcome=accepted" in caplog.records[-1].getMessage()  # kept, no patient
+    assert len(_runtime(client).store.card_feedback(PATIENT)) == 2
+
+
+def test_the_settings_read_their_variables() -> None:
+    env = {"MEDCARE_CDS_REQUIRE_DIAGNOSIS": "false", "MEDCARE_WEB_BASE_URL": WEB}
+    settings = settings_from_env(env)
+    assert settings.cds_require_diagnosis is False and settings.web_base_url == WEB
+    assert settings_from_env({}).cds_require_diagnosis is True
 
 
 def _runtime(client: FlaskClient) -> Runtime:
