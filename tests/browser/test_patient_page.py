@@ -19,6 +19,20 @@ from tests.reliability.harness import TOKEN
 PATIENT = "fx-base"
 
 
+def record_disposition(page: Page, code: str, note: str, *, stale: bool = False) -> None:
+    """Choose the disposition, then by keyboard alone: type the note, Tab to the button, Enter."""
+    page.select_option("#code", code)
+    page.focus("#note")
+    page.keyboard.type(note)
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Record disposition"
+    page.keyboard.press("Enter")
+    if stale:
+        page.wait_for_load_state()
+    else:
+        page.wait_for_url(re.compile(r"#review$"))
+
+
 def test_record_a_disposition_and_an_answer_that_survive_a_rescreen(
     page: Page, stack: Stack
 ) -> None:
@@ -29,10 +43,7 @@ def test_record_a_disposition_and_an_answer_that_survive_a_rescreen(
     assert "Criteria (21)" in page.inner_text("main")
     assert serious_violations(page) == []
 
-    page.select_option("#code", "presented-to-board")
-    page.fill("#note", "board on Thursday")
-    page.click("text=Record disposition")
-    page.wait_for_url(re.compile(r"#review$"))
+    record_disposition(page, "presented-to-board", "board on Thursday")
     page.select_option("#answer-tumour-board", "met")
     page.fill("#note-tumour-board", "approved by the board")
     page.click("text=Record answer for tumour-board")
@@ -56,14 +67,8 @@ def test_a_stale_form_in_a_second_tab_is_told_and_keeps_the_note(page: Page, sta
     sign_in(page, stack, "investigator", f"/patients/{PATIENT}")
     other = page.context.new_page()
     other.goto(stack.base_url + f"/patients/{PATIENT}")
-    page.select_option("#code", "contacted")
-    page.click("text=Record disposition")
-    page.wait_for_url(re.compile(r"#review$"))
-
-    other.select_option("#code", "deferred")
-    other.fill("#note", "call again in May")
-    other.click("text=Record disposition")
-    other.wait_for_load_state()
+    record_disposition(page, "contacted", "phoned")
+    record_disposition(other, "deferred", "call again in May", stale=True)
     assert "Nothing of yours was recorded" in other.inner_text("[role=alert]")
     assert other.input_value("#note") == "call again in May"
     page.reload()
