@@ -12,6 +12,7 @@ step by step: the same code `medcare-screen worker` runs on its threads.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,18 +21,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from service.clock import Clock
 from service.codesystems import LOINC, OBSERVATION_CATEGORY, UCUM
 from service.config import Settings
 from service.currency.schedules import SWEEP_JOB, Schedules, cohort_job
+from service.fhir.client import FhirClient
 from service.runtime import Runtime
-from service.store import create_store
+from service.store import Store, create_store
 from service.store.cohorts import CohortDefinition
+from service.store.models import ScheduleFire, StoredResult
 from service.store.types import ChangeItem
+from tests.integration import test_store_postgres as on_postgres
 from tests.integration.helpers import cloned_fixture
 from tests.integration.peers import Peer
-from tests.integration.postgres import running_postgres
+from tests.integration.test_workers_postgres import worker_processes
+from tests.reliability.harness import service_env
 from tests.unit.store.helpers import Clock as HandClock
 
 ON_HAPI = pytest.mark.parametrize("fhir_peer", ["hapi"], indirect=True)
@@ -186,19 +193,19 @@ class _Counted:
         return [f"Patient/{name}-{i}" for i in range(3)]
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
-    with running_postgres() as server:
-        yield server.url
+# a PostgreSQL server for this module and a migrated database of each test's own
+# (`database_url`), as the store's PostgreSQL tests have them
+globals().update(
+    (name, getattr(on_postgres, name)) for name in ("postgres", "template", "database_url")
+)
 
 
-def test_each_firing_runs_once_across_four_processes_on_postgresql(postgres_url: str) -> None:
+def test_each_firing_runs_once_across_four_processes_on_postgresql(database_url: str) -> None:
     """Four Stores (four processes' pools) tick the same schedules at the same instants: every
     sweep slot and every cohort fire runs exactly once."""
     hand = HandClock(datetime(2026, 11, 26, 9, 0, 30, tzinfo=UTC))
-    stores = [create_store(postgres_url, clock=hand) for _ in range(4)]
+    stores = [create_store(database_url, clock=hand) for _ in range(4)]
     try:
-        stores[0].migrate()
         for name in ("prostate", "registry"):
             stores[0].add_cohort(name, CohortDefinition("list", [name], "*/10 * * * *"))
         counted = _Counted()
@@ -231,3 +238,71 @@ def test_each_firing_runs_once_across_four_processes_on_postgresql(postgres_url:
     finally:
         for store in stores:
             store.close()
+
+
+@ON_HAPI
+def test_two_worker_processes_fire_each_scheduled_job_once(
+    fhir_peer: Peer, database_url: str, tmp_path: Path
+) -> None:
+    """Two `medcare-screen worker` processes on one PostgreSQL, a cohort re-screened every
+    minute and a sweep every minute: each firing is claimed once (by either process), and the
+    cohort's member is screened once per cohort firing."""
+    store = create_store(database_url)
+    try:
+        client = FhirClient(fhir_peer.base_url)
+        patient_id = f"cur-{uuid.uuid4().hex[:12]}"
+        client.transaction(cloned_fixture("base", patient_id), patient=f"Patient/{patient_id}")
+        client.close()
+        store.add_cohort(patient_id, CohortDefinition("list", [patient_id], "* * * * *"),
+                         members=[patient_id])  # fmt: skip
+        # skew 0: the first sweep starts after the clone's load, so only the schedule queues it
+        env = service_env(fhir_peer.base_url, database_url, MEDCARE_SWEEP_INTERVAL_S="60",
+                          MEDCARE_SWEEP_SKEW_S="0", MEDCARE_RESCREEN_DELAY_S="0")  # fmt: skip
+        job = cohort_job(patient_id)
+        with worker_processes(env, tmp_path, 2):
+            deadline = time.monotonic() + 240
+            while True:  # until two cohort firings are each one screen, nothing pending
+                cohort_fires = _fires(store, job)
+                screens = _scheduled_screens(store, patient_id)
+                if len(cohort_fires) >= 2 and screens == len(cohort_fires) and not store.depth():
+                    break
+                assert time.monotonic() < deadline, (cohort_fires, screens, store.depth())
+                time.sleep(2)
+        sweep_fires = _fires(store, SWEEP_JOB)
+        assert sweep_fires
+        # one row per fire time (the key says so), fired by whichever worker came first
+        assert len({at for at, _by in cohort_fires}) == len(cohort_fires)
+        assert {by for _at, by in cohort_fires + sweep_fires} <= set(_owners(tmp_path))
+    finally:
+        store.close()
+
+
+def _scheduled_screens(store: Store, patient_id: str) -> int:
+    with Session(store.engine) as session:
+        query = (
+            select(func.count())
+            .select_from(StoredResult)
+            .where(
+                StoredResult.patient_id == f"Patient/{patient_id}",
+                StoredResult.trigger == "schedule",
+            )
+        )
+        return session.scalar(query) or 0
+
+
+def _fires(store: Store, job: str) -> list[tuple[datetime, str | None]]:
+    with Session(store.engine) as session:
+        rows = session.execute(
+            select(ScheduleFire.fire_at, ScheduleFire.fired_by).where(ScheduleFire.job == job)
+        )
+        return [(at, by) for at, by in rows]
+
+
+def _owners(log_dir: Path) -> list[str]:
+    """The owner ids the workers announced ('medcare-screen: worker <owner> started')."""
+    return [
+        line.split()[2]
+        for log in sorted(log_dir.glob("worker-*.log"))
+        for line in log.read_text().splitlines()
+        if line.startswith("medcare-screen: worker ")
+    ]
