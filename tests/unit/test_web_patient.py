@@ -95,3 +95,14 @@ def test_bad_input_and_a_forged_token_record_nothing(dev_app: Flask) -> None:
                                                       "version": "0"})  # fmt: skip
     assert forged.status_code == 400
     assert "Version 0." in client.get(PAGE).get_data(as_text=True)
+
+
+def test_read_only_may_read_but_not_record(dev_app: Flask) -> None:
+    client = signed_in(dev_app)
+    with client.session_transaction() as session:
+        session["user"] = {"sub": "r1", "name": "Reader", "role": "read-only"}
+    page = client.get(PAGE).get_data(as_text=True)
+    assert "Patient w-one" in page and "Record disposition" not in page
+    refused = _post(client, PAGE + "/disposition", code="enrolled", version="0")
+    assert refused.status_code == 403 and "does not allow" in refused.get_data(as_text=True)
+    assert "Version 0." in client.get(PAGE).get_data(as_text=True)
