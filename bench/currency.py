@@ -323,6 +323,7 @@ def nothing_lost(
 # -- scale-out: worker processes on PostgreSQL ------------------------------------------------
 
 TICKS = os.sysconf("SC_CLK_TCK")
+WORKER = Path(sys.executable).with_name("medcare-screen")
 
 
 def _stat(pid: int) -> list[str]:
@@ -371,11 +372,11 @@ def scale_out(
                    "MEDCARE_FHIR_BASE_URL": base_url, "MEDCARE_WRITE_BACK": "false",
                    "MEDCARE_SWEEP_INTERVAL_S": "0"}  # fmt: skip
             logs = [work / f"worker-{count}-{n}.log" for n in range(count)]
-            workers = [
-                subprocess.Popen([str(Path(sys.executable).with_name("medcare-screen")), "worker"],
-                                 env=env, stderr=log.open("wb"), cwd=REPO)
-                for log in logs
-            ]  # fmt: skip
+            workers = []
+            for log in logs:
+                with log.open("wb") as err:  # the child keeps its own descriptor
+                    workers.append(subprocess.Popen([str(WORKER), "worker"], env=env,
+                                                    stderr=err, cwd=REPO))  # fmt: skip
             while not all("started" in log.read_text() for log in logs):
                 time.sleep(0.2)
             store = create_store(url)
