@@ -3,7 +3,9 @@ automatic result, append-only, each write naming the version it was based on."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,25 @@ def test_the_research_subject_carries_the_disposition_s_status() -> None:
     assert build_research_subject(result, params, "ResearchStudy/1")["status"] == "candidate"
     subject = build_research_subject(result, params, "ResearchStudy/1", disposition="enrolled")
     assert subject["status"] == "on-study"
+
+
+def test_two_writers_from_the_same_version_one_wins_the_other_is_told(
+    tmp_path: Path, store: Store, clock: Clock
+) -> None:
+    other = create_store(f"sqlite:///{tmp_path / 'review.sqlite3'}", clock=clock)
+    barrier = threading.Barrier(2)
+
+    def write(reviews: Reviews, code: str) -> str:
+        barrier.wait()
+        try:
+            reviews.set_disposition("p1", 0, code=code, author=code)
+        except StaleVersion:
+            return "stale"
+        return "recorded"
+
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = sorted(pool.map(write, [Reviews(store, STUDY), Reviews(other, STUDY)],
+                                   ["contacted", "deferred"]))  # fmt: skip
+    other.close()
+    assert outcomes == ["recorded", "stale"]
+    assert [e.version for e in Reviews(store, STUDY).review("p1").entries] == [1]
