@@ -16,6 +16,15 @@ past them; what the previous sweep of this process already queued in that overla
 queued again. A first sweep starts at now - skew: no backfill storm (a cohort's scheduled
 re-screen covers the past). A type that fails keeps its mark and stores the cause; the other
 types are swept all the same.
+
+One screen per patient per sweep: the search is sorted by `_lastUpdated`, so a patient whose
+changes are spread over time is named on several pages. Each page's patients are queued as
+soon as the page is read (the mark moves with them, so a sweep cut short keeps what it did),
+but held back (due `hold` ahead) so that no worker screens them while later pages name them
+again; when the sweep of every type asked ends, well or not, the held rows are released (due
+a coalescing delay from then). Queued at once instead, 1,000 changes to 100 patients over
+five pages made 1.8 sweep screens per patient in the bench. A process that dies mid-sweep
+leaves its rows held until `hold` passes: late, never lost.
 """
 
 from __future__ import annotations
@@ -43,6 +52,8 @@ log = logging.getLogger("medcare_screen.currency.sweeps")
 DEFAULT_SKEW: Final = timedelta(seconds=120)
 SWEEP_PAGE: Final = 200  # resources per page of a sweep's search
 PATIENT_FIELDS: Final = ("subject", "patient")  # where a clinical resource names its patient
+# How long a sweep holds back what it queued; only a sweep whose process dies waits this long.
+SWEEP_HOLD: Final = timedelta(minutes=15)
 
 
 class SweepClient(Protocol):
@@ -137,6 +148,7 @@ class Sweeper:
         skew: timedelta = DEFAULT_SKEW,
         page_size: int = SWEEP_PAGE,
         delay: timedelta = DEFAULT_COALESCE,
+        hold: timedelta = SWEEP_HOLD,
     ) -> None:
         self.store = store
         self.client = client
@@ -145,6 +157,7 @@ class Sweeper:
         self.skew = skew
         self.page_size = page_size
         self.delay = delay
+        self.hold = hold
         self._lock = threading.Lock()
         # per type, versions queued by this process that a later sweep's overlap sees again
         self._queued: dict[str, dict[str, datetime]] = {}
@@ -155,20 +168,36 @@ class Sweeper:
 
     def sweep(self, types: Iterable[str] | None = None) -> list[TypeSweep]:
         """Sweep every type (or those of `types` the plan reads), each on its own: one that
-        fails is stored as failed and the others are swept all the same."""
+        fails is stored as failed and the others are swept all the same. The patients queued
+        are held until the last type is swept, then released: one screen each."""
         wanted = set(types) if types is not None else None
+        held: set[str] = set()
         with self._lock:
-            return [
-                self.sweep_type(read)
-                for read in self.reads
-                if wanted is None or read.resource_type in wanted
-            ]
+            try:
+                return [
+                    self._sweep_type(read, held)
+                    for read in self.reads
+                    if wanted is None or read.resource_type in wanted
+                ]
+            finally:
+                self._release(held)
 
-    def sweep_type(self, read: TypeRead) -> TypeSweep:
+    def _release(self, held: set[str]) -> None:
+        """Make the patients this sweep held due; when the database is down they come due by
+        themselves when the hold ends."""
+        if not held:
+            return
+        try:
+            self.store.release_rescreens(held, delay=self.delay)
+        except DATABASE_DOWN as exc:
+            log.warning("sweep: %d queued patients not released, due in %s (%s)", len(held),
+                        self.hold, type(exc).__name__)  # fmt: skip
+
+    def _sweep_type(self, read: TypeRead, held: set[str]) -> TypeSweep:
         resource_type = read.resource_type
         mark = self.store.watermark(resource_type)
         try:
-            return self._sweep(read, mark)
+            return self._sweep(read, mark, held)
         except DATABASE_DOWN as exc:
             log.warning("sweep of %s: the database is unavailable (%s)", resource_type,
                         type(exc).__name__)  # fmt: skip
@@ -182,7 +211,7 @@ class Sweeper:
                 log.warning("sweep of %s: its failure not stored", resource_type)
             return TypeSweep(resource_type, error=error)
 
-    def _sweep(self, read: TypeRead, mark: WatermarkInfo | None) -> TypeSweep:
+    def _sweep(self, read: TypeRead, mark: WatermarkInfo | None, held: set[str]) -> TypeSweep:
         resource_type = read.resource_type
         start = mark.last_updated if mark is not None and mark.last_updated else None
         since = (start or self.clock.now()) - self.skew
@@ -191,7 +220,7 @@ class Sweeper:
         )
         queued = {key: at for key, at in self._queued.get(resource_type, {}).items() if at > since}
         self._queued[resource_type] = queued
-        progress = _Progress()
+        progress = _Progress(held=held)
         for resource in found:
             if resource.get("resourceType") != resource_type:
                 continue  # an included resource
@@ -210,13 +239,14 @@ class Sweeper:
                          info.last_updated)  # fmt: skip
 
     def _flush(self, resource_type: str, progress: _Progress, queued: dict[str, datetime]) -> None:
-        """Queue the population's patients seen since the last flush and move the mark to the
-        newest change seen (the search is sorted by _lastUpdated): a sweep cut short by an
-        error keeps what it did."""
+        """Queue the population's patients seen since the last flush, held (see the module
+        docstring), and move the mark to the newest change seen (the search is sorted by
+        _lastUpdated): a sweep cut short by an error keeps what it did."""
         ours = sorted(self.store.in_population_of(progress.pending)) if progress.pending else []
         if ours:
+            progress.held.update(ours)
             progress.enqueued += self.store.enqueue(
-                ours, Trigger.SWEEP.value, self.client.base_url, delay=self.delay
+                ours, Trigger.SWEEP.value, self.client.base_url, delay=self.hold
             )
         progress.patients += len(ours)
         queued.update(progress.fresh)
@@ -227,8 +257,8 @@ class Sweeper:
 
 @dataclass
 class _Progress:
-    """What one type's sweep saw so far: counts, the newest change, and the patients and
-    versions not yet queued."""
+    """What one type's sweep saw so far: counts, the newest change, the patients and versions
+    not yet queued, and (shared by the types of one sweep) the patients it holds."""
 
     seen: int = 0
     patients: int = 0
@@ -236,6 +266,7 @@ class _Progress:
     newest: datetime | None = None
     pending: set[str] = field(default_factory=set)
     fresh: dict[str, datetime] = field(default_factory=dict)
+    held: set[str] = field(default_factory=set)
 
     def note(self, resource: Resource, queued: dict[str, datetime]) -> None:
         self.seen += 1

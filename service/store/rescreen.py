@@ -179,6 +179,24 @@ class RescreenStore(StoreBase):
                 )
         return len(inserted)
 
+    def release_rescreens(
+        self, patient_ids: Iterable[str], *, delay: timedelta = DEFAULT_COALESCE
+    ) -> int:
+        """Make the rows of these patients that are held back (due later than `delay` from
+        now, as a sweep holds what it queues until it has read every page) due `delay` from
+        now; sooner only, never later. Returns how many rows moved."""
+        wanted = sorted({reference(patient_id) for patient_id in patient_ids})
+        due_at = self._now() + delay
+        moved = 0
+        with self._write() as session:
+            for start in range(0, len(wanted), ENQUEUE_CHUNK):
+                held = and_(
+                    RescreenJob.patient_id.in_(wanted[start : start + ENQUEUE_CHUNK]),
+                    RescreenJob.due_at > due_at,
+                )
+                moved += len(JOBS.settle(session, held, due_at=due_at))
+        return moved
+
     def take_rescreens(self, limit: int) -> list[RescreenTask]:
         """Take up to `limit` due patients for this Store's worker (oldest due first).
 

@@ -233,3 +233,17 @@ def test_a_failing_screen_is_retried_later_then_given_up(
             session.commit()
     assert runtime.rescreens.run_once() == 1
     assert store.depth() == 0
+
+
+def test_held_rows_are_released_due_soon_and_nothing_is_pushed_back(
+    store: Store, clock: Clock
+) -> None:
+    """A sweep holds what it queues (due far ahead) and releases it when it ends: only
+    rows due later than the delay move, sooner; a row due sooner keeps its time."""
+    store.enqueue(["Patient/soon"], "subscription")
+    store.enqueue(["p1", "Patient/p2"], "sweep", delay=timedelta(minutes=15))
+    assert store.release_rescreens(["p1", "p2", "soon", "absent"]) == 2
+    clock.advance(seconds=2)
+    taken = sorted(t.patient_id for t in store.take_rescreens(10))
+    assert taken == ["Patient/p1", "Patient/p2", "Patient/soon"]
+    assert store.release_rescreens(["p1"]) == 0  # claimed, due in the past: left as it is
