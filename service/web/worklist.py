@@ -13,10 +13,11 @@ from datetime import UTC, datetime, time
 from typing import Any
 from urllib.parse import urlencode
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from service.api import deps
+from service.dispositions import Disposition
 from service.store.worklist import SORTS, STATUSES, WorklistQuery
 from service.web.auth import current_user, requires
 from service.web.pages import message
@@ -24,6 +25,11 @@ from service.web.roles import Permission
 from service.web.visits import last_visit, remember_visit
 
 PAGE_SIZES = (25, 50, 100)
+DISPOSITIONS = tuple(d.value for d in Disposition)
+# "new" is said in full: a bare "New" is the badge of a result changed since the last visit.
+DISPOSITION_LABELS = {d: d.replace("-", " ").capitalize() for d in DISPOSITIONS} | {
+    Disposition.NEW.value: "New (not yet decided)"
+}
 
 
 class BadFilter(ValueError):
@@ -49,9 +55,10 @@ def add_routes(blp: Blueprint) -> None:
             return message(400, "This filter cannot be used", f"{exc} Nothing was changed.",
                            link=("Show the whole worklist", "/worklist"))  # fmt: skip
         page = runtime.store.worklist(query)
+        g.audit_patients = [row.patient for row in page.rows]  # one audit entry per page
         html = render_template(
             "worklist.html", page=page, form=form, previous_visit=previous,
-            statuses=STATUSES, sorts=SORTS, page_sizes=PAGE_SIZES, link=_linker(form),
+            statuses=STATUSES, dispositions=DISPOSITION_LABELS, sorts=SORTS, page_sizes=PAGE_SIZES, link=_linker(form),
         )  # fmt: skip
         response = Response(html, mimetype="text/html")
         remember_visit(response, user.sub, now)
@@ -63,10 +70,13 @@ def parse(
 ) -> tuple[WorklistQuery, dict[str, str]]:
     """The address's parameters as a query, and as the form shows them back."""
     form = {key: str(args.get(key, "")).strip()[:40] for key in
-            ("status", "missing", "since", "new", "sort", "dir", "size", "page")}  # fmt: skip
+            ("status", "disposition", "missing", "since", "new", "sort", "dir", "size", "page")}  # fmt: skip
     status = form["status"] or None
     if status is not None and status not in STATUSES:
         raise BadFilter(f"Status must be one of: {', '.join(STATUSES)}.")
+    disposition = form["disposition"] or None
+    if disposition is not None and disposition not in DISPOSITIONS:
+        raise BadFilter(f"Disposition must be one of: {', '.join(DISPOSITIONS)}.")
     missing = form["missing"] or "any"
     if missing not in ("any", "some", "none"):
         raise BadFilter("Missing data must be any, some or none.")
@@ -87,7 +97,8 @@ def parse(
         since = max(since, previous_visit) if since else previous_visit
     form.update(missing=missing, sort=sort, dir=direction, size=str(size), page=str(number))
     query = WorklistQuery(
-        study=study, status=status, missing=missing,  # type: ignore[arg-type]
+        study=study, status=status, disposition=disposition,
+        missing=missing,  # type: ignore[arg-type]
         changed_since=since, sort=sort, descending=direction == "desc",
         offset=(number - 1) * size, limit=size,
     )  # fmt: skip

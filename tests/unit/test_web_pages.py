@@ -84,11 +84,27 @@ def test_the_worklist_lists_filters_and_sorts_current_results(dev_app: Flask) ->
     assert "Page 2 of 1" in paged and "Previous page" in paged
 
 
+def test_the_worklist_shows_and_filters_the_current_disposition(dev_app: Flask) -> None:
+    client = signed_in(dev_app)
+    client.get("/patients/w-out")  # draws the form (and its CSRF token)
+    sent = client.post("/patients/w-out/disposition",
+                       data={"csrf_token": csrf_of(client), "version": "0", "code": "deferred"})  # fmt: skip
+    assert sent.status_code == 303
+    page = client.get("/worklist").get_data(as_text=True)
+    assert 'id="f-disposition"' in page and "Deferred" in page
+    deferred = client.get("/worklist?disposition=deferred").get_data(as_text=True)
+    assert "Patient/w-out" in deferred and "Patient/w-candidate" not in deferred
+    undecided = client.get("/worklist?disposition=new").get_data(as_text=True)
+    assert "Patient/w-candidate" in undecided and "Patient/w-out" not in undecided
+    by_disposition = client.get("/worklist?sort=disposition&dir=asc").get_data(as_text=True)
+    assert by_disposition.index("w-out") < by_disposition.index("w-candidate")
+
+
 @pytest.mark.parametrize(
     ("query", "says"),
     [("status=maybe", "Status must be"), ("since=26.11.2026", "Changed since must be a date"),
      ("page=0", "Page must be"), ("size=7", "Rows per page"), ("sort=name", "Sort must be"),
-     ("page=" + "9" * 300, "Page must be")],
+     ("page=" + "9" * 300, "Page must be"), ("disposition=maybe", "Disposition must be")],
 )  # fmt: skip
 def test_a_bad_filter_gets_a_clear_page(dev_app: Flask, query: str, says: str) -> None:
     answer = signed_in(dev_app).get("/worklist?" + query)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert
 
-from service.store.models import ChangeCounter, LatestResult, StoredResult
+from service.store.models import ChangeCounter, LatestResult, ReviewEntry, StoredResult
 from service.store.repository import Store, create_store
 from service.store.worklist import WorklistQuery
 from tests.unit.store.helpers import STUDY, Clock, body, fingerprint, save
@@ -99,6 +99,28 @@ def test_pages_cover_every_patient_once(store: Store, clock: Clock) -> None:
     assert sorted(seen) == sorted(f"Patient/p{n}" for n in range(7))
 
 
+def test_current_disposition_column_filter_and_sort(store: Store, clock: Clock) -> None:
+    """The newest disposition entry is the current one; a manual answer after it does not
+    hide it; a patient with none reads as new; filtering and sorting happen in the query."""
+    for name in ("a", "b", "c"):
+        clock.advance(minutes=1)
+        save(store, None, body(f"Patient/{name}"))
+    add = store.add_review_entry
+    add("Patient/a", STUDY, 0, kind="disposition", code="under-review", author="u1")
+    add("Patient/a", STUDY, 1, kind="disposition", code="contacted", author="u2")
+    add("Patient/a", STUDY, 2, kind="manual", criterion="consent", code="met", author="u2")
+    add("Patient/b", STUDY, 0, kind="disposition", code="deferred", author="u1")
+    add("Patient/c", "other-study", 0, kind="disposition", code="enrolled", author="u1")
+
+    rows = {r.patient: r.disposition for r in store.worklist(query()).rows}
+    assert rows == {"Patient/a": "contacted", "Patient/b": "deferred", "Patient/c": "new"}
+    assert [r.patient for r in store.worklist(query(disposition="contacted")).rows] == ["Patient/a"]
+    assert [r.patient for r in store.worklist(query(disposition="new")).rows] == ["Patient/c"]
+    assert store.worklist(query(disposition="under-review")).total == 0
+    ordered = store.worklist(query(sort="disposition", descending=False)).rows
+    assert [r.disposition for r in ordered] == ["contacted", "deferred", "new"]
+
+
 @pytest.mark.parametrize(
     "bad",
     [{"limit": 0}, {"limit": 1001}, {"offset": -1}, {"sort": "name"}, {"status": "x"},
@@ -130,16 +152,37 @@ def test_page_query_time_at_10000_results(store: Store, clock: Clock) -> None:
         connection.execute(insert(StoredResult), results)
         connection.execute(insert(LatestResult), latest)
         connection.execute(ChangeCounter.__table__.update().values(value=10_000))
+        connection.execute(insert(ReviewEntry), reviews(now))
     timings = {}
     for name, q in {
         "first page": query(),
         "page 150": query(offset=7450),
         "missing data, by patient": query(missing="some", sort="patient"),
         "changed in the last day": query(changed_since=now - timedelta(days=1)),
+        "disposition contacted": query(disposition="contacted"),
+        "by disposition, page 100": query(sort="disposition", offset=4950),
     }.items():
         start = time.perf_counter()
         page = store.worklist(q)
         timings[name] = round((time.perf_counter() - start) * 1000, 1)
         assert len(page.rows) == 50
     assert store.worklist(query(missing="some")).total == 1429
+    assert store.worklist(query(disposition="contacted")).total == 1112  # n % 9 == 0
     print(f"\nworklist at 10,000 current results (SQLite), ms per page: {timings}")
+
+
+def reviews(now: object) -> list[dict[str, object]]:
+    """Entries for a third of the 10,000: under review, then a manual answer for every sixth,
+    then contacted for every ninth (so the newest disposition is not always the newest entry)."""
+    rows: list[dict[str, object]] = []
+    for n in range(0, 10_000, 3):
+        steps = [("disposition", None, "under-review")]
+        steps += [("manual", "consent", "met")] if n % 6 == 0 else []
+        steps += [("disposition", None, "contacted")] if n % 9 == 0 else []
+        for version, (kind, criterion, code) in enumerate(steps, start=1):
+            rows.append(
+                {"patient_id": f"Patient/bulk{n:05d}", "study": STUDY, "version": version,
+                 "kind": kind, "criterion": criterion, "code": code, "author": "bulk",
+                 "recorded_at": now}
+            )  # fmt: skip
+    return rows
