@@ -102,6 +102,8 @@ NEEDS = {
     ("get", "/v1/patients/fx-base/manual/fx-base"): {READ},
     ("put", "/v1/patients/fx-base/manual/fx-base"): {REVIEW},
     ("get", "/v1/patients/fx-base/history"): {READ},
+    ("get", "/v1/reports/funnel.svg"): {READ},
+    ("get", "/v1/reports/screening-log.csv"): {READ},  # ?audience=site: also review
 }
 BODY = {"patient": "fx-base", "patients": ["fx-base"]}
 
