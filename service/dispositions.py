@@ -18,9 +18,11 @@ from typing import Any
 
 from service.screening.criteria import manual
 from service.screening.registry import REGISTRY
+from service.screening.result import ScreenResult
 from service.store import Store
 from service.store.dispositions import Entry, VersionConflict
 from service.store.models import ReviewKind
+from service.writeback.fingerprint import fingerprint
 
 MAX_NOTE_CHARS = 2000
 
@@ -179,8 +181,21 @@ class Reviews:
         reason = _note(reason, "reason")
         if code == Disposition.NOT_ELIGIBLE and not (reason and reason.strip()):
             raise InvalidEntry("reason", "not-eligible needs a reason")
-        return self._add(patient_id, version, ReviewKind.DISPOSITION, code, author,
-                         reason=reason, note=_note(note))  # fmt: skip
+        review = self._add(patient_id, version, ReviewKind.DISPOSITION, code, author,
+                           reason=reason, note=_note(note))  # fmt: skip
+        self._queue_writeback(patient_id, code)
+        return review
+
+    def _queue_writeback(self, patient_id: str, code: str) -> None:
+        """The hook after recording a disposition: it sets ResearchSubject.status, so the
+        patient's current result is queued for writing again with it (the written fingerprint
+        covers the disposition: a new one queues exactly one entry, the same one none). Only
+        for a patient whose results are written back; the outbox writes it."""
+
+        def written(body: dict[str, Any]) -> str:
+            return fingerprint(ScreenResult.from_dict(body), code)
+
+        self._store.enqueue_review_writeback(_reference(patient_id), self._study, written)
 
     def answer(
         self, patient_id: str, criterion: str, version: int, *, answer: str, author: str,

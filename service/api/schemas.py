@@ -225,6 +225,12 @@ class AttritionSchema(Schema):
     tiers = fields.Nested(TiersSchema)
 
 
+class FeedDispositionSchema(Schema):
+    code = fields.String(required=True)
+    by = fields.String(required=True)
+    at = fields.String(required=True)
+
+
 class ChangeItemSchema(Schema):
     seq = fields.Integer(
         required=True, metadata={"description": "the change's number: increasing, in commit order"}
@@ -269,6 +275,15 @@ class ChangeItemSchema(Schema):
     )
     created_at = fields.String(required=True)
     result = fields.Nested(ResultSchema, required=True)
+    disposition = fields.Nested(
+        FeedDispositionSchema,
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "the coordinators' disposition (code, who, when) current when the "
+            "entry was made; null when none was recorded by then"
+        },
+    )
 
 
 class ChangesPageSchema(Schema):

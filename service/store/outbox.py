@@ -10,6 +10,7 @@ due time) and settle them as done, or failed with a retry time or for good.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlalchemy.orm import Session
 from service.store.base import StoreBase, aware, check_limit, short
 from service.store.errors import NotFound
 from service.store.latest import lock_latest
-from service.store.models import OutboxState, StoredResult, WritebackEntry
+from service.store.models import LatestResult, OutboxState, StoredResult, WritebackEntry
 from service.store.queue import WorkQueue
 from service.store.types import OutboxEntry
 
@@ -54,6 +55,34 @@ class OutboxStore(StoreBase):
             lock_latest(session, patient_id, row.study)
             return self._enqueue(session, patient_id, row.study, result_id, fingerprint)
 
+    def enqueue_review_writeback(
+        self, patient_id: str, study: str, written_fingerprint: Callable[[dict[str, Any]], str]
+    ) -> int | None:
+        """Queue the patient's current result again because what is written with it changed
+        (a coordinator's disposition): `written_fingerprint(body)` is the fingerprint the
+        write-back will carry. Only for a patient whose results go to the FHIR server (an
+        outbox entry exists in any state); None otherwise or when nothing new is needed.
+
+        The same rules as a screen's entry (`_enqueue`): an equal pending or written
+        fingerprint queues nothing, so an unchanged disposition writes nothing.
+        """
+        with self._write() as session:
+            of_patient = and_(
+                WritebackEntry.patient_id == patient_id, WritebackEntry.study == study
+            )
+            if session.scalar(select(WritebackEntry.id).where(of_patient).limit(1)) is None:
+                return None
+            lock_latest(session, patient_id, study)
+            current = session.execute(
+                select(StoredResult.id, StoredResult.body)
+                .join(LatestResult, LatestResult.result_id == StoredResult.id)
+                .where(LatestResult.patient_id == patient_id, LatestResult.study == study)
+            ).first()
+            if current is None:
+                return None
+            fingerprint = written_fingerprint(current.body)
+            return self._enqueue(session, patient_id, study, int(current.id), fingerprint)
+
     def _enqueue(
         self, session: Session, patient_id: str, study: str, result_id: int, fingerprint: str
     ) -> int | None:
@@ -69,7 +98,12 @@ class OutboxStore(StoreBase):
         ):
             return int(pending.id)  # this content, or a newer result, is queued already
         written = session.execute(
-            select(WritebackEntry.result_id, WritebackEntry.fingerprint)
+            select(
+                WritebackEntry.result_id,
+                WritebackEntry.fingerprint,
+                StoredResult.fingerprint.label("decision"),
+            )
+            .join(StoredResult, StoredResult.id == WritebackEntry.result_id)
             .where(of_patient, WritebackEntry.state == OutboxState.DONE.value)
             .order_by(WritebackEntry.result_id.desc())
             .limit(1)
@@ -86,6 +120,11 @@ class OutboxStore(StoreBase):
             )
         if written is not None and written.fingerprint == fingerprint:
             return None  # the server has this content already
+        if pending is None and written is not None and written.decision == fingerprint:
+            # the server has this decision, written with a disposition (whose entry carried
+            # the written fingerprint): a later disposition queues its own entry, so nothing
+            # newer waits to be written
+            return None
         return int(
             session.execute(
                 insert(WritebackEntry)

@@ -32,6 +32,8 @@ from service.store.models import (
     LatestResult,
     PatientState,
     ResultStatus,
+    ReviewEntry,
+    ReviewKind,
     Run,
     StoredResult,
     Trigger,
@@ -93,7 +95,7 @@ def changed_criteria(previous: Mapping[str, Any] | None, body: Mapping[str, Any]
     return [c for c in now if before.get(c) != now[c]] + [c for c in before if c not in now]
 
 
-def change_item(row: StoredResult) -> ChangeItem:
+def change_item(row: StoredResult, disposition: dict[str, Any] | None = None) -> ChangeItem:
     return ChangeItem(
         seq=row.change_seq or 0,
         result_id=row.id,
@@ -108,7 +110,23 @@ def change_item(row: StoredResult) -> ChangeItem:
         fingerprint=row.fingerprint,
         created_at=row.created_at.isoformat(),
         result=row.body,
+        disposition=disposition,
     )
+
+
+def disposition_at(entries: Sequence[ReviewEntry], row: StoredResult) -> dict[str, Any] | None:
+    """The coordinators' disposition (code, who, when) current when the feed entry `row` was
+    made: the newest of the patient's `entries` (oldest first) recorded by then, or None. Read
+    at the entry's time, so an entry says the same on every read (exactly once, unchanged)."""
+    found = None
+    for entry in entries:
+        if (entry.patient_id, entry.study) == (row.patient_id, row.study):
+            if entry.recorded_at > row.created_at:
+                break
+            found = entry
+    if found is None:
+        return None
+    return {"code": found.code, "by": found.author, "at": found.recorded_at.isoformat()}
 
 
 class ResultStore(ClaimStore, OutboxStore):
@@ -283,7 +301,15 @@ class ResultStore(ClaimStore, OutboxStore):
                 .order_by(StoredResult.change_seq)
                 .limit(limit)
             ).all()
-        items = [change_item(row) for row in rows]
+            dispositions = session.scalars(
+                select(ReviewEntry)
+                .where(
+                    ReviewEntry.kind == ReviewKind.DISPOSITION.value,
+                    ReviewEntry.patient_id.in_({row.patient_id for row in rows}),
+                )
+                .order_by(ReviewEntry.version)
+            ).all()
+        items = [change_item(row, disposition_at(dispositions, row)) for row in rows]
         last = items[-1]["seq"] if items else after
         return items, cursors.encode(cursors.CHANGES_TAG, "", last)
 

@@ -99,6 +99,7 @@ class ChangeItem(TypedDict):
     fingerprint: str
     created_at: str
     result: dict[str, Any]
+    disposition: dict[str, Any] | None  # the coordinators' (code, by, at) at the entry's time
 
 
 CriterionAttrition = TypedDict(

@@ -11,12 +11,14 @@ is refused with who changed it, and the page comes back with the typed values ke
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
 from service.api import deps
+from service.api.cds_cards import OVERRIDE_REASONS
 from service.dispositions import (
     MANUAL_CRITERIA,
     Answer,
@@ -35,6 +37,7 @@ PATIENT_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}\Z")
 LABELS = {d.value: d.value.replace("-", " ").capitalize() for d in Disposition}
 RESULT_LABELS = {"met": "Met", "not-met": "Not met", "unknown": "Unknown", "manual": "Manual"}
 FormState = dict[str, Any]
+OVERRIDE_LABELS = {reason["code"]: reason["display"] for reason in OVERRIDE_REASONS}
 
 
 def add_routes(blp: Blueprint) -> None:
@@ -113,10 +116,25 @@ def _page(
     user = current_user()
     html = render_template(
         "patient.html", title=f"Patient {patient_id}", patient_id=patient_id, result=result,
-        review=reviews.review(patient_id), history=reviews.history(patient_id),
+        review=reviews.review(patient_id), history=_history(reviews, patient_id),
         fhir_base=(deps.runtime().settings.fhir_base_url or "").rstrip("/"),
         may_record=user is not None and user.may(Permission.RECORD),
         dispositions=LABELS, answers=[a.value for a in Answer], manual=MANUAL_CRITERIA,
         result_labels=RESULT_LABELS, typed=typed or {}, error=error,
     )  # fmt: skip
     return Response(html, status=status, mimetype="text/html")
+
+
+def _history(reviews: Reviews, patient_id: str) -> list[dict[str, Any]]:
+    """The result changes and coordinators' entries, with the card feedback merged in, newest
+    first. The EHR names the patient as it knows it (bare id) so both spellings are read."""
+    store = deps.runtime().store
+    feedback = [
+        {"type": "card-feedback", "at": f.outcome_at.isoformat(), "outcome": f.outcome,
+         "reason": OVERRIDE_LABELS.get(f.reason_code or "", f.reason_code), "by": f.author,
+         "note": f.comment}
+        for name in (patient_id, f"Patient/{patient_id}")
+        for f in store.card_feedback(name)
+    ]  # fmt: skip
+    merged = reviews.history(patient_id) + feedback
+    return sorted(merged, key=lambda item: datetime.fromisoformat(item["at"]), reverse=True)

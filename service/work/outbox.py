@@ -19,7 +19,9 @@ from service.errors import safe_error
 from service.fhir.errors import FhirError, FhirNetworkError
 from service.screening.result import ScreenResult
 from service.store import OutboxEntry, Store
+from service.store.models import ReviewKind
 from service.writeback.fingerprint import fingerprint
+from service.writeback.subject import people_statuses
 from service.writeback.writer import ResultWriter, WriteOutcome
 
 log = logging.getLogger("medcare_screen.runtime.outbox")
@@ -75,13 +77,25 @@ class Outbox:
         settled = 0
         for entry in self.store.due_writebacks(now or self.clock.now(), limit=OUTBOX_BATCH):
             try:
-                self.writer.write(ScreenResult.from_dict(entry.result))
+                self._write(ScreenResult.from_dict(entry.result))
             except FhirError as exc:
                 self._failed(entry, exc)
                 continue
             self.store.mark_writeback_done(entry.id)
             settled += 1
         return settled
+
+    def _people(self, result: ScreenResult) -> tuple[str | None, frozenset[str]]:
+        """The coordinators' current disposition of the patient (None: never recorded) and the
+        statuses every disposition recorded for them maps to, read at the time of the write,
+        so the write carries what people decided last (service.dispositions)."""
+        entries = self.store.review_entries(result.patient, result.study)
+        codes = [e.code for e in entries if e.kind == ReviewKind.DISPOSITION]
+        return (codes[0] if codes else None), people_statuses(codes)
+
+    def _write(self, result: ScreenResult) -> WriteOutcome:
+        disposition, set_by_people = self._people(result)
+        return self.writer.write(result, disposition, set_by_people)
 
     def _failed(self, entry: OutboxEntry, exc: FhirError) -> None:
         give_up = is_permanent(exc) and entry.attempts >= PERMANENT_ATTEMPTS
@@ -95,9 +109,12 @@ class Outbox:
         due for the outbox worker), so the worker does not write the same patient meanwhile.
         """
         taken = self.store.due_writebacks(limit=1, patient_id=result.patient)
-        current = fingerprint(result)
+        disposition, _ = self._people(result)
+        # an entry queued by the screen carries the decision's fingerprint, one queued by a
+        # disposition the written one (service.dispositions): either is this write
+        current = {fingerprint(result), fingerprint(result, disposition)}
         try:
-            written: WriteOutcome = self.writer.write(result)
+            written: WriteOutcome = self._write(result)
         except FhirError as exc:
             log.warning(
                 "write-back for %s deferred to the outbox (%s)", result.patient, type(exc).__name__
@@ -107,7 +124,7 @@ class Outbox:
                 self.store.mark_writeback_failed(entry.id, safe_error(exc), retry_at)
             return "queued"
         for entry in taken:
-            if entry.fingerprint == current:
+            if entry.fingerprint in current:
                 self.store.mark_writeback_done(entry.id)
             else:  # a newer result was queued meanwhile: the outbox writes that one
                 self.store.mark_writeback_failed(entry.id, "not written yet", self.clock.now())

@@ -18,6 +18,13 @@ Kept: patient, study, status, patient type, strata, review lists, notes (all wri
 derived from the decision or the record's problems), each criterion's id, kind, result and
 reason in §3 order, and the rules version.
 
+The coordinators' disposition (service/dispositions.py) is written with the result (it sets
+ResearchSubject.status, subject.py), so the WRITTEN fingerprint covers it: recording one makes
+the stored subject's fingerprint differ, which queues exactly one write-back; the same
+disposition again writes nothing. `new` (nobody has looked yet) hashes as no disposition, so
+subjects written before dispositions existed keep their fingerprint. The store's fingerprint
+(the feed's "changed") is the decision's alone: `fingerprint(result)` without a disposition.
+
 Reasons quote the screening day ("Age 76 on 2026-11-26", "no score within 90 days before
 2026-11-26"); that day is replaced by a placeholder before hashing, for the same reason.
 
@@ -39,6 +46,8 @@ EXCLUDED = ("as_of", "software_version")
 # What a criterion contributes to the decision; its evidence does not (see the module doc).
 CRITERION_DECISION = ("id", "kind", "result", "reason")
 PREFIX = "sha256:"
+# The disposition that says nothing beyond the automatic result (service.dispositions).
+NO_DISPOSITION = "new"
 # "/_history/<version id>" (FHIR id characters) after a quoted reference.
 VERSION = re.compile(rb"/_history/[A-Za-z0-9.\-]{1,64}")
 
@@ -58,9 +67,12 @@ def decision(result: ScreenResult) -> dict[str, Any]:
     return content
 
 
-def fingerprint(result: ScreenResult) -> str:
-    """`sha256:<64 hex>` of the result's decision (`decision`) and the write-back format."""
+def fingerprint(result: ScreenResult, disposition: str | None = None) -> str:
+    """`sha256:<64 hex>` of the result's decision (`decision`), the write-back format and the
+    coordinators' `disposition` when it says more than `NO_DISPOSITION`."""
     content = decision(result)
+    if disposition and disposition != NO_DISPOSITION:
+        content["disposition"] = disposition
     content["writeback_format"] = FORMAT
     text = VERSION.sub(b"", canonical_json(content)).replace(result.as_of.encode(), b"{as_of}")
     return PREFIX + hashlib.sha256(text).hexdigest()

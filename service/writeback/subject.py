@@ -12,7 +12,7 @@ from `as_of` would read as an enrolment date in registries and dashboards.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.mapping.model import Parameters
@@ -52,6 +52,13 @@ def subject_status(automatic: str, disposition: str | None = None) -> str:
     return people or automatic
 
 
+def people_statuses(dispositions: Iterable[str]) -> frozenset[str]:
+    """The statuses people set through us with these dispositions (every one recorded for the
+    patient): a stored subject in one of them is ours to update (transaction.plan_write), while
+    a status no disposition of ours maps to was set by another system and is left alone."""
+    return frozenset(s for s in (DISPOSITION_STATUS.get(d) for d in dispositions) if s)
+
+
 JSON = dict[str, Any]
 
 
@@ -81,14 +88,17 @@ def _strata_extension(url: str, strata: Mapping[str, str | None]) -> JSON | None
     return {"url": url, "extension": parts} if parts else None
 
 
-def result_extensions(result: ScreenResult, canonical_base: str) -> list[JSON]:
-    """The §7 result as extensions under the canonical base, in a fixed order."""
+def result_extensions(
+    result: ScreenResult, canonical_base: str, disposition: str | None = None
+) -> list[JSON]:
+    """The §7 result as extensions under the canonical base, in a fixed order; the
+    fingerprint covers the `disposition` written with it (fingerprint.py)."""
 
     def url(extension_id: str) -> str:
         return extension_url(canonical_base, extension_id)
 
     extensions = [
-        _simple(url(ext.FINGERPRINT), "String", fingerprint(result)),
+        _simple(url(ext.FINGERPRINT), "String", fingerprint(result, disposition)),
         _simple(url(ext.SCREENING_DATE), "Date", result.as_of),
         _simple(url(ext.RULES_VERSION), "String", result.rules_version),
         _simple(url(ext.SOFTWARE_VERSION), "String", result.software_version),
@@ -114,7 +124,7 @@ def build_research_subject(
         "resourceType": "ResearchSubject",
         "meta": {"profile": [extension_url(params.canonical_base, ext.RESEARCH_SUBJECT_PROFILE)]},
         "text": {"status": "generated", "div": render_narrative(result)},
-        "extension": result_extensions(result, params.canonical_base),
+        "extension": result_extensions(result, params.canonical_base, disposition),
         "identifier": [subject_identifier(params, result.patient).to_fhir()],
         "status": subject_status(result.status.value, disposition),
         "study": {"reference": study_reference},

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -107,16 +107,27 @@ class ResultWriter:
             )
         return found[0] if found else None
 
-    def write(self, result: ScreenResult) -> WriteOutcome:
+    def write(
+        self,
+        result: ScreenResult,
+        disposition: str | None = None,
+        set_by_people: Collection[str] = (),
+    ) -> WriteOutcome:
+        """Write `result` with the coordinators' current `disposition`; `set_by_people` are the
+        statuses their recorded dispositions map to (transaction.plan_write)."""
         decision = plan_write(
             result,
             self.existing_subject(result),
             self.write_ineligible,
             canonical_base=self.params.canonical_base,
+            disposition=disposition,
+            set_by_people=set_by_people,
         )
         if not decision.should_write:
             return WriteOutcome(decision.outcome, decision.reason, decision.fingerprint)
-        bundle = build_transaction(result, self.params, self.study_reference(), self.clock())
+        bundle = build_transaction(
+            result, self.params, self.study_reference(), self.clock(), disposition
+        )
         response = self.client.transaction(bundle, patient=result.patient)
         subject, provenance = (_entry_location(e) for e in _entries(response, 2))
         log.info("wrote %s for %s", subject, result.patient)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,24 @@ def test_read_only_may_read_but_not_record(dev_app: Flask) -> None:
     refused = _post(client, PAGE + "/disposition", code="enrolled", version="0")
     assert refused.status_code == 403 and "does not allow" in refused.get_data(as_text=True)
     assert "Version 0." in client.get(PAGE).get_data(as_text=True)
+
+
+def test_card_feedback_is_in_the_history_by_when_the_clinician_acted(tmp_path: Path) -> None:
+    """The EHR names the patient by its bare id; accepted and overridden (with the offered
+    reason's display) both show, with who, merged with the result changes by time."""
+    settings = make_settings(tmp_path, environment="development")
+    runtime = Runtime(settings, start_workers=False)
+    save(runtime.store, None, body("Patient/w-one"))
+    store, now = runtime.store, runtime.clock.now()
+    store.issue_card("card-1", "w-one", "study", "candidate")
+    store.record_card_feedback("card-1", "overridden", author="dr-who", reason_code="not-now",
+                               comment="next visit", outcome_at=now + timedelta(hours=1))  # fmt: skip
+    store.record_card_feedback("card-1", "accepted", author="dr-old",
+                               outcome_at=now - timedelta(days=400))  # fmt: skip
+    try:
+        page = signed_in(create_app(settings, runtime)).get(PAGE).get_data(as_text=True)
+    finally:
+        runtime.close()
+    overridden = page.index("EHR card overridden by dr-who: Not appropriate now (next visit)")
+    accepted = page.index("EHR card accepted by dr-old")
+    assert overridden < page.index("first screen") < accepted
