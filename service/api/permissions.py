@@ -36,6 +36,7 @@ class Permission(enum.Enum):
     SCREEN = "screen"
     WRITEBACK = "writeback"
     REVIEW = "review"
+    AUDIT = "audit"  # export the audit log (issue 15 item 7)
 
 
 def permission_names(settings: Settings) -> dict[Permission, str]:
@@ -44,6 +45,7 @@ def permission_names(settings: Settings) -> dict[Permission, str]:
         Permission.SCREEN: settings.permission_screen,
         Permission.WRITEBACK: settings.permission_writeback,
         Permission.REVIEW: settings.permission_review,
+        Permission.AUDIT: settings.permission_audit,
     }
 
 

@@ -152,6 +152,12 @@ class ApiSettings(_Section):
     permission_screen: str = "medcare.screen"
     permission_review: str = "medcare.review"  # dispositions and manual answers (issue 15)
     permission_writeback: str = "medcare.writeback"
+    # the audit log of every look at patient data (issue 15 item 7): who may export it, whether
+    # each entry also goes to the FHIR server as an AuditEvent, and whether the client address
+    # is the last X-Forwarded-For entry (only behind a proxy that sets it; else a forgeable claim)
+    permission_audit: str = "medcare.audit"
+    audit_fhir: bool = False
+    audit_trusted_proxy: bool = False
     run_search_params: tuple[str, ...] = DEFAULT_RUN_SEARCH_PARAMS
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: Annotated[int, Field(ge=1)] = 1_000_000

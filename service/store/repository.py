@@ -29,6 +29,7 @@ from datetime import date, timedelta
 from sqlalchemy.engine import URL
 
 from service.clock import system_now
+from service.store.audit import AuditStore
 from service.store.base import MAX_ERROR_CHARS, MAX_PAGE, ClockLike
 from service.store.cds_feedback import CdsFeedbackStore
 from service.store.cohorts import CohortStore
@@ -51,7 +52,6 @@ from service.store.errors import (
     RunStateError,
     StoreError,
 )
-from service.store.population_report import PopulationReportStore
 from service.store.queue import DEFAULT_CLAIM_LEASE, DEFAULT_OUTBOX_LEASE
 from service.store.reports import ReportStore
 from service.store.rescreen import RescreenStore
@@ -106,8 +106,7 @@ __all__ = [
 
 class Store(
     RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore,
-    WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore, CdsFeedbackStore,
-    PopulationReportStore,
+    WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore, CdsFeedbackStore, AuditStore,
 ):  # fmt: skip
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""

@@ -191,7 +191,7 @@ def test_two_services_starting_at_once_migrate_one_after_the_other(
         return store.schema_revision()
 
     with ThreadPoolExecutor(len(stores)) as pool:
-        assert list(pool.map(start, stores)) == ["0005", "0005"]
+        assert list(pool.map(start, stores)) == ["0006", "0006"]
 
 
 def test_results_are_jsonb_on_postgres(store: Store) -> None:

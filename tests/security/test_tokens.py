@@ -38,6 +38,7 @@ PUBLIC = {"/health/live", "/health/ready", "/metrics", "/openapi.json", "/docs",
 READER, SCREENER = "reader-token-" + "r" * 20, "screener-token-" + "s" * 20
 READ, SCREEN, WRITEBACK = "medcare.read", "medcare.screen", "medcare.writeback"
 REVIEW = "medcare.review"
+AUDIT = "medcare.audit"
 # past authentication and permissions (what the screen itself answers is other tests' concern)
 DENIED = (401, 403)
 
@@ -102,8 +103,7 @@ NEEDS = {
     ("get", "/v1/patients/fx-base/manual/fx-base"): {READ},
     ("put", "/v1/patients/fx-base/manual/fx-base"): {REVIEW},
     ("get", "/v1/patients/fx-base/history"): {READ},
-    ("get", "/v1/reports/funnel.svg"): {READ},
-    ("get", "/v1/reports/screening-log.csv"): {READ},  # ?audience=site: also review
+    ("get", "/v1/audit"): {AUDIT},  # the audit log (issue 15 item 7)
 }
 BODY = {"patient": "fx-base", "patients": ["fx-base"]}
 

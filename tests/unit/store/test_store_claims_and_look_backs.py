@@ -219,7 +219,7 @@ def test_claims_from_before_the_lease_migration_count_as_expired(
                                       attempts=1, claimed_at=clock.now, updated_at=clock.now)
         )  # fmt: skip
     old.migrate()
-    assert old.schema_revision() == "0005"
+    assert old.schema_revision() == "0006"
     run = old.get_run("r1")
     assert run is not None and not run.look_back
     assert [r.id for r in old.interrupted_runs()] == ["r1"]

@@ -588,4 +588,4 @@ def test_enqueue_checks_the_result(store: Store) -> None:
 
 def test_ping_and_schema_revision(store: Store) -> None:
     assert store.ping()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"

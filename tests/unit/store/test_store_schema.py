@@ -19,6 +19,7 @@ from tests.unit.store.helpers import Clock, body, save
 
 TABLES = {
     "alembic_version",
+    "audit_log",
     "cds_cards",
     "cds_feedback",
     "change_counter",
@@ -55,7 +56,7 @@ def test_migrate_on_an_empty_database_creates_the_schema_idempotently(
     store.migrate()
     assert set(inspect(store.engine).get_table_names()) == TABLES
     assert store.ping()
-    assert store.schema_revision() == "0005"
+    assert store.schema_revision() == "0006"
     with store.engine.connect() as connection:
         assert connection.execute(text("SELECT id, value FROM change_counter")).all() == [(1, 0)]
     store.close()
