@@ -77,7 +77,7 @@ class Outbox:
         settled = 0
         for entry in self.store.due_writebacks(now or self.clock.now(), limit=OUTBOX_BATCH):
             try:
-                self._write(ScreenResult.from_dict(entry.result))
+                self._write(ScreenResult.from_dict(entry.result), entry.patient_id, entry.study)
             except FhirError as exc:
                 self._failed(entry, exc)
                 continue
@@ -85,16 +85,16 @@ class Outbox:
             settled += 1
         return settled
 
-    def _people(self, result: ScreenResult) -> tuple[str | None, frozenset[str]]:
+    def _people(self, patient: str, study: str) -> tuple[str | None, frozenset[str]]:
         """The coordinators' current disposition of the patient (None: never recorded) and the
         statuses every disposition recorded for them maps to, read at the time of the write,
         so the write carries what people decided last (service.dispositions)."""
-        entries = self.store.review_entries(result.patient, result.study)
+        entries = self.store.review_entries(patient, study)
         codes = [e.code for e in entries if e.kind == ReviewKind.DISPOSITION]
         return (codes[0] if codes else None), people_statuses(codes)
 
-    def _write(self, result: ScreenResult) -> WriteOutcome:
-        disposition, set_by_people = self._people(result)
+    def _write(self, result: ScreenResult, patient: str, study: str) -> WriteOutcome:
+        disposition, set_by_people = self._people(patient, study)
         return self.writer.write(result, disposition, set_by_people)
 
     def _failed(self, entry: OutboxEntry, exc: FhirError) -> None:
@@ -109,12 +109,12 @@ class Outbox:
         due for the outbox worker), so the worker does not write the same patient meanwhile.
         """
         taken = self.store.due_writebacks(limit=1, patient_id=result.patient)
-        disposition, _ = self._people(result)
+        disposition, _ = self._people(result.patient, result.study)
         # an entry queued by the screen carries the decision's fingerprint, one queued by a
         # disposition the written one (service.dispositions): either is this write
         current = {fingerprint(result), fingerprint(result, disposition)}
         try:
-            written: WriteOutcome = self._write(result)
+            written: WriteOutcome = self._write(result, result.patient, result.study)
         except FhirError as exc:
             log.warning(
                 "write-back for %s deferred to the outbox (%s)", result.patient, type(exc).__name__

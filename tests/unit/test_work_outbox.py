@@ -37,12 +37,15 @@ class _Store:
         self.done.append(entry_id)
         return True
 
+    def review_entries(self, patient: str, study: str) -> list[Any]:
+        return []  # no coordinator's disposition
+
 
 class _Writer:
     def __init__(self, error: FhirError) -> None:
         self.error = error
 
-    def write(self, result: Any) -> Any:
+    def write(self, result: Any, *_: Any) -> Any:
         raise self.error
 
 
