@@ -20,6 +20,7 @@ from typing import Any, TextIO
 from service.cli_args import UsageError, build_parser, check_combination, checked_as_of
 from service.cli_audit import run_audit
 from service.cli_cohort import run_cohort
+from service.cli_reports import run_reports
 from service.cli_subscriptions import run_subscriptions
 from service.compose import compose, make_client, make_store
 from service.fhir.errors import FhirError
@@ -50,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = run_audit(args, sys.stdout, sys.stderr)
         elif args.command == "subscriptions":
             code = run_subscriptions(args, sys.stdout, sys.stderr)
+        elif args.command == "report":
+            code = run_reports(args, sys.stdout, sys.stderr)
         elif args.command == "serve":
             code = run_serve(args)
         elif args.command == "worker":

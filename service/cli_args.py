@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 from service import __version__
 from service.cli_audit import add_audit_parser
 from service.cli_cohort import add_cohort_parser
+from service.cli_reports import add_reports_parser
 from service.cli_subscriptions import add_subscriptions_parser
 from service.fhir.cohort_search import SearchNotAllowed, check_cohort_search
 from service.settings import DEFAULT_SOURCE
@@ -147,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_cohort_parser(commands)
     add_audit_parser(commands)
     add_subscriptions_parser(commands)
+    add_reports_parser(commands)
     return parser
 
 

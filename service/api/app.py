@@ -21,7 +21,7 @@ from service.api.errors import ErrorSchema, register_error_handlers
 from service.api.metrics import register_metrics
 from service.api.openapi import ASSETS_ENDPOINT, ASSETS_URL, complete_spec, register_docs_assets
 from service.api.security import ApiAuthenticator, issuers_verifier
-from service.api.views import cds, changes, cohorts, health, patients, runs, screen
+from service.api.views import cds, changes, cohorts, health, patients, reports, runs, screen
 from service.api.views.audit import blp as audit_blp
 from service.api.views.notifications import ENDPOINTS as NOTIFICATION_ENDPOINTS
 from service.api.views.notifications import blp as notifications_blp
@@ -100,6 +100,7 @@ def create_app(settings: Settings | None = None, runtime: Runtime | None = None)
     api.register_blueprint(notifications_blp)
     api.register_blueprint(patients.blp)  # dispositions and manual answers (issue 15)
     api.register_blueprint(audit_blp)  # GET /v1/audit (issue 15 item 7)
+    api.register_blueprint(reports.blp)  # the funnel SVG and the screening log CSV (issue 15)
     complete_spec(api)  # operationIds, 401/403, the 202 Location header
     register_docs_assets(app)
     register_web(app, settings)  # the coordinators' pages (service/web)

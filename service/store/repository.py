@@ -52,6 +52,7 @@ from service.store.errors import (
     RunStateError,
     StoreError,
 )
+from service.store.population_report import PopulationReportStore
 from service.store.queue import DEFAULT_CLAIM_LEASE, DEFAULT_OUTBOX_LEASE
 from service.store.reports import ReportStore
 from service.store.rescreen import RescreenStore
@@ -107,6 +108,7 @@ __all__ = [
 class Store(
     RunStore, ResultStore, ReportStore, SchemaStore, RescreenStore, CohortStore,
     WatermarkStore, ScheduleFireStore, WorklistStore, ReviewStore, CdsFeedbackStore, AuditStore,
+    PopulationReportStore,
 ):  # fmt: skip
     """Persistence of screening runs and results over one SQLAlchemy Engine: every concern
     of the store in one object (see the module docstring; constructor in `StoreBase`)."""

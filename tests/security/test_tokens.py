@@ -104,6 +104,8 @@ NEEDS = {
     ("put", "/v1/patients/fx-base/manual/fx-base"): {REVIEW},
     ("get", "/v1/patients/fx-base/history"): {READ},
     ("get", "/v1/audit"): {AUDIT},  # the audit log (issue 15 item 7)
+    ("get", "/v1/reports/funnel.svg"): {READ},
+    ("get", "/v1/reports/screening-log.csv"): {READ},  # ?audience=site: also review
 }
 BODY = {"patient": "fx-base", "patients": ["fx-base"]}
 
