@@ -19,6 +19,7 @@ from service.web.config import SESSION_LIFETIME, is_loopback, web_config
 from service.web.csrf import csrf_ok, csrf_token
 from service.web.pages import message
 from service.web.patient import add_routes as add_patient_routes
+from service.web.reports import add_routes as add_report_routes
 from service.web.worklist import add_routes as add_worklist_routes
 
 NAME = "web"
@@ -56,6 +57,7 @@ def register_web(app: Flask, settings: Settings) -> None:
     auth.add_routes(blp)
     add_worklist_routes(blp)
     add_patient_routes(blp)
+    add_report_routes(blp)
     blp.before_request(_check_csrf)
     blp.after_request(_page_headers)
     blp.context_processor(_template_globals)
