@@ -105,7 +105,8 @@ class OutboxStore(StoreBase):
             )
             .join(StoredResult, StoredResult.id == WritebackEntry.result_id)
             .where(of_patient, WritebackEntry.state == OutboxState.DONE.value)
-            .order_by(WritebackEntry.result_id.desc())
+            # the last one written: a disposition writes the same result again (a later id)
+            .order_by(WritebackEntry.result_id.desc(), WritebackEntry.id.desc())
             .limit(1)
         ).first()
         if written is not None and written.result_id > result_id:

@@ -6,7 +6,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,7 +24,9 @@ from service.dispositions import (
     parse_version,
 )
 from service.mapping.load import load_mappings
+from service.screening.result import ScreenResult
 from service.store.repository import Store, create_store
+from service.writeback.fingerprint import fingerprint as written_fingerprint
 from service.writeback.subject import DISPOSITION_STATUS, build_research_subject, subject_status
 from tests.unit.store.helpers import STUDY, Clock, body, save
 from tests.unit.writeback.sample import RESEARCH_SUBJECT_STATUSES, make_result
@@ -201,3 +205,63 @@ def test_two_writers_from_the_same_version_one_wins_the_other_is_told(
     other.close()
     assert outcomes == ["recorded", "stale"]
     assert [e.version for e in Reviews(store, STUDY).review("p1").entries] == [1]
+
+
+# ---- the disposition in the write-back queue and the changes feed (issue 15 item 3) ----------
+
+
+def _screen(store: Store, result: dict[str, Any], write_back: bool = True) -> None:
+    """Record as the runtime does: the decision's fingerprint, written back."""
+    decided = written_fingerprint(ScreenResult.from_dict(result))
+    store.record_patient_result(None, result["patient"], result, decided, write_back=write_back)
+
+
+def _pending(store: Store) -> list[str]:
+    return [e.fingerprint for e in store.due_writebacks(limit=50, lease=timedelta(0))]
+
+
+def _write_all(store: Store) -> None:
+    for entry in store.due_writebacks(limit=50):
+        store.mark_writeback_done(entry.id)
+
+
+def test_recording_a_disposition_queues_exactly_one_write_back_and_the_same_one_none(
+    store: Store, reviews: Reviews, clock: Clock
+) -> None:
+    result = body("Patient/p1")
+    _screen(store, result)
+    _write_all(store)
+    review = reviews.set_disposition("p1", 0, code="contacted", author="alice")
+    with_disposition = written_fingerprint(ScreenResult.from_dict(result), "contacted")
+    assert _pending(store) == [with_disposition]
+    review = reviews.set_disposition("p1", review.version, code="contacted", author="bob")
+    assert _pending(store) == [with_disposition]  # nothing more queued
+    _write_all(store)
+    reviews.set_disposition("p1", review.version, code="contacted", author="carol")
+    assert _pending(store) == []  # the server has it
+    clock.advance(minutes=1)
+    _screen(store, body("Patient/p1"))  # the same decision again
+    assert _pending(store) == []
+
+
+def test_a_disposition_queues_nothing_for_a_patient_never_written_back(
+    store: Store, reviews: Reviews
+) -> None:
+    _screen(store, body("Patient/p1"), write_back=False)
+    reviews.set_disposition("p1", 0, code="contacted", author="alice")
+    assert _pending(store) == []
+
+
+def test_each_feed_entry_carries_the_disposition_current_at_its_time(
+    store: Store, reviews: Reviews, clock: Clock
+) -> None:
+    _screen(store, body("Patient/p1"))
+    clock.advance(minutes=1)
+    reviews.set_disposition("p1", 0, code="contacted", author="alice")
+    clock.advance(minutes=1)
+    _screen(store, body("Patient/p1", ruled_out_by=("age",)))
+    first, second = store.changes()[0]
+    assert first["disposition"] is None
+    assert second["disposition"] is not None
+    assert (second["disposition"]["code"], second["disposition"]["by"]) == ("contacted", "alice")
+    assert len(store.changes()[0]) == 2  # recording made no feed entry of its own
