@@ -1,12 +1,15 @@
 """The patient page as coordinators use it, in a real browser (issue 15 items 2 and 3): open a
 patient from the worklist, record a disposition and a manual answer, see both survive a
-re-screen (POST /v1/screen on the running service), a second tab's stale form told with its
-note kept, and no serious accessibility violation (axe-core). Writes
-docs/screenshots/patient.png."""
+re-screen (POST /v1/screen on the running service), find the patient by its disposition on the
+worklist and export the screening log (the site's and the sponsor's, downloaded), a second
+tab's stale form told with its note kept, and no serious accessibility violation (axe-core).
+Writes docs/screenshots/patient.png."""
 
 from __future__ import annotations
 
+import csv
 import re
+from pathlib import Path
 
 import requests
 from playwright.sync_api import Page
@@ -61,6 +64,36 @@ def test_record_a_disposition_and_an_answer_that_survive_a_rescreen(
     assert serious_violations(page) == []
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / "patient.png"), full_page=True)
+    export_the_log(page, stack)
+
+
+def export_the_log(page: Page, stack: Stack) -> None:
+    """From the worklist filtered by the disposition just recorded, download both logs: the
+    site's names the patient and its disposition, the sponsor's names no patient at all."""
+    page.goto(stack.base_url + "/worklist")
+    page.select_option("#f-disposition", "presented-to-board")
+    page.click("text=Apply filters")
+    page.wait_for_url(re.compile(r"disposition=presented-to-board"))
+    rows = page.locator("table.worklist tbody tr")
+    assert rows.count() == 1 and PATIENT in rows.inner_text()
+    assert "Presented to board" in rows.inner_text()
+    site = download(page, "Screening log")
+    assert site[0][:2] == ["screening_number", "patient_id"]
+    ours = [line for line in site if len(line) > 1 and line[1] == f"Patient/{PATIENT}"]
+    assert len(ours) == 1 and "presented-to-board" in ours[0]
+    ids = {line[1] for line in site[1:] if len(line) > 1 and line[1].startswith("Patient/")}
+    sponsor = download(page, "Screening log for the sponsor")
+    assert sponsor[0][:2] == ["screening_number", "date_screened"]
+    text = "\n".join(",".join(line) for line in sponsor)
+    assert len(ids) > 5 and not any(i.removeprefix("Patient/") in text for i in ids)
+
+
+def download(page: Page, link: str) -> list[list[str]]:
+    """Click the worklist's link by its exact name and read the CSV the browser saved."""
+    with page.expect_download() as started:
+        page.get_by_role("link", name=link, exact=True).click()
+    saved = started.value.path()
+    return list(csv.reader(Path(saved).read_text(encoding="utf-8").splitlines()))
 
 
 def test_a_stale_form_in_a_second_tab_is_told_and_keeps_the_note(page: Page, stack: Stack) -> None:
