@@ -40,6 +40,10 @@ ACTIONS: dict[str, str] = {
     "web.worklist": "worklist",
     "web.patient": "patient-page",
     "audit.export": "export",
+    # the screening log names the site's patients (identified) or counts them (sponsor): who took
+    # it is recorded; the funnel holds counts only
+    "reports.get_screening_log": "export",
+    "web.screening_log": "export",
 }
 # R (read) for looks, E (execute) for a screen: it runs the criteria over the record
 FHIR_ACTION = {"screen": "E", "cds-card": "E"}

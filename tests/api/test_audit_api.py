@@ -132,3 +132,11 @@ def test_a_cds_call_is_recorded_with_the_ehr_subject(tmp_path: Path) -> None:
         entry = _entries(client.application)[-1]
         assert (entry.action, entry.actor, entry.patients) == ("cds-card", "ehr-client-7",
                                                                ("fx-base",))  # fmt: skip
+
+
+def test_taking_the_screening_log_is_recorded_as_an_export(app: Flask, client: FlaskClient) -> None:
+    _screen(client)
+    assert client.get("/v1/reports/screening-log.csv", headers=AUTH).status_code == 200
+    assert client.get("/v1/reports/funnel.svg", headers=AUTH).status_code == 200
+    actions = [entry.action for entry in _entries(app)]
+    assert actions == ["screen", "export"]
