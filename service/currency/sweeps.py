@@ -22,9 +22,9 @@ changes are spread over time is named on several pages. Each page's patients are
 soon as the page is read (the mark moves with them, so a sweep cut short keeps what it did),
 but held back (due `hold` ahead) so that no worker screens them while later pages name them
 again; when the sweep of every type asked ends, well or not, the held rows are released (due
-a coalescing delay from then). Queued at once instead, 1,000 changes to 100 patients over
-five pages made 1.8 sweep screens per patient in the bench. A process that dies mid-sweep
-leaves its rows held until `hold` passes: late, never lost.
+a coalescing delay from then); queued due at once, a patient was screened between pages and
+again after a later page. A process that dies mid-sweep leaves its rows held until `hold`
+passes: late, never lost.
 """
 
 from __future__ import annotations
