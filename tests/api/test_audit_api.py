@@ -15,6 +15,7 @@ from service.api import create_app
 from service.api.security import token_digest
 from service.runtime import Runtime
 from tests.api.conftest import AUTH, CDS_URL, TOKEN, cds_app, make_settings
+from tests.api.test_api import _wait_done
 
 ACTOR = f"api-token:{token_digest(TOKEN)[:8]}"
 READER = "reader-token-" + "r" * 20
@@ -140,3 +141,15 @@ def test_taking_the_screening_log_is_recorded_as_an_export(app: Flask, client: F
     assert client.get("/v1/reports/funnel.svg", headers=AUTH).status_code == 200
     actions = [entry.action for entry in _entries(app)]
     assert actions == ["screen", "export"]
+
+
+def test_a_run_s_results_name_each_patient_and_its_status_is_no_look(
+    app: Flask, client: FlaskClient
+) -> None:
+    started = client.post("/v1/runs", json={"patients": ["fx-base", "fx-age-17"]}, headers=AUTH)
+    assert started.status_code == 202
+    _wait_done(client, started.headers["Location"])
+    assert client.get(started.headers["Location"] + "/results", headers=AUTH).status_code == 200
+    looks = [entry for entry in _entries(app) if entry.action == "run-results"]
+    assert len(looks) == 1 and set(looks[0].patients) == {"fx-base", "fx-age-17"}
+    assert {entry.action for entry in _entries(app)} == {"run-results"}
