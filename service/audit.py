@@ -234,7 +234,11 @@ def register_audit(app: Flask) -> None:
         action = ACTIONS.get(request.endpoint or "")
         if action is None or request.method == "OPTIONS":
             return response
-        record_look(action, patients_of(action, response), response.status_code)
+        try:
+            patients = patients_of(action, response)
+        except Exception:  # a body too large or unreadable: the look is recorded without ids
+            patients = []
+        record_look(action, patients, response.status_code)
         return response
 
 

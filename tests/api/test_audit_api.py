@@ -153,3 +153,16 @@ def test_a_run_s_results_name_each_patient_and_its_status_is_no_look(
     looks = [entry for entry in _entries(app) if entry.action == "run-results"]
     assert len(looks) == 1 and set(looks[0].patients) == {"fx-base", "fx-age-17"}
     assert {entry.action for entry in _entries(app)} == {"run-results"}
+
+
+def test_a_body_too_large_is_still_a_413_and_recorded_without_ids(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, max_request_bytes=100)
+    runtime = Runtime(settings)
+    app = create_app(settings, runtime)
+    try:
+        big = {"patient": "fx-base", "pad": "x" * 500}
+        assert app.test_client().post("/v1/screen", json=big, headers=AUTH).status_code == 413
+        entry = _entries(app)[-1]
+        assert (entry.action, entry.patients, entry.outcome) == ("screen", (), 413)
+    finally:
+        runtime.close()
