@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from service.store.migrations.columns import BIG_ID, JSON_DOCUMENT, TIMESTAMP
 
 revision = "0001"
 down_revision: str | None = None
-branch_labels: str | None = None
-depends_on: str | None = None
-
-BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
-JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-TIMESTAMP = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:

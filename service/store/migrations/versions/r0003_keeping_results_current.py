@@ -25,15 +25,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from service.store.migrations.columns import JSON_DOCUMENT, TIMESTAMP
 
 revision = "0003"
 down_revision: str | None = "0002"
-branch_labels: str | None = None
-depends_on: str | None = None
 
-JSON_DOCUMENT = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
-TIMESTAMP = sa.DateTime(timezone=True)
 PATIENT_ID = sa.String(255)
 STATE = sa.String(16)
 OWNER = sa.String(64)
