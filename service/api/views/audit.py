@@ -20,6 +20,8 @@ from service.api.permissions import Permission
 from service.audit import entries_csv, entry_row
 from service.store.audit import MAX_AUDIT_PAGE
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
 blp = Blueprint(
     "audit", __name__, url_prefix="/v1", description="Audit log of every look at patient data"
 )
@@ -33,7 +35,7 @@ class AuditArgsSchema(Schema):
         load_default=None, metadata={"description": "before this time (default: now)"}
     )
     after = fields.Integer(
-        load_default=0, validate=validate.Range(min=0),
+        load_default=0, validate=validate.Range(min=0, max=2**62),
         metadata={"description": "entries after this id: the previous page's next_after"},
     )  # fmt: skip
     limit = fields.Integer(load_default=MAX_AUDIT_PAGE,
@@ -65,11 +67,15 @@ class AuditPageSchema(Schema):
 
 @blp.route("/audit", methods=["GET"])
 @guarded(blp, Permission.AUDIT, AuditPageSchema, args=AuditArgsSchema, location="query")
+@blp.doc(responses={"200": {"description": "the entries: JSON, or CSV with format=csv", "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/AuditPage"}},
+    "text/csv": {"schema": {"type": "string"}},
+}}})  # fmt: skip
 def export(args: dict[str, Any]) -> Any:
     """Who looked at which patient, when, how and from where; `format=csv` for a spreadsheet."""
     now = runtime().clock.now().astimezone(UTC)
     until: datetime = args["until"] or now
-    since: datetime = args["since"] or until - timedelta(days=1)
+    since: datetime = args["since"] or max(until, EARLIEST + timedelta(days=1)) - timedelta(days=1)
     entries = runtime().store.audit_entries(since, until, after=args["after"], limit=args["limit"])
     next_after = entries[-1].id if len(entries) == args["limit"] else None
     if args["format"] == "csv":
