@@ -13,10 +13,6 @@
 
 Claims made before this revision have no owner and no lease: they count as expired, which
 is what the old code did with them at the next start.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations

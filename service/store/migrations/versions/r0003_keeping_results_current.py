@@ -15,10 +15,6 @@ scheduled firings, and why each result was screened and what it changed.
 
 Plain ADD COLUMN and new tables only (no batch mode): see revision 0002 on why a table copy
 on SQLite is avoided.
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations

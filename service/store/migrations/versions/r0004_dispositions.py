@@ -6,10 +6,6 @@
   ETag, and the key refuses the second of two writers from the same version.
 
 A new table only: nothing existing changes.
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations

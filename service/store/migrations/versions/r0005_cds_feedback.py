@@ -6,10 +6,6 @@
   who and when; see service.store.cds_feedback.
 
 New tables only: nothing existing changes.
-
-Revision ID: 0005
-Revises: 0004
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations

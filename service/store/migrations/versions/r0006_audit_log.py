@@ -2,10 +2,6 @@
 
 `audit_log`: append-only, one row per look (who, when, action, patient ids, HTTP status, client
 address); see service.store.audit. A new table only: nothing existing changes.
-
-Revision ID: 0006
-Revises: 0005
-Create Date: 2026-12-02
 """
 
 from __future__ import annotations
