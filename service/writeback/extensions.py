@@ -54,9 +54,9 @@ class ExtensionDefinition:
     id: str
     name: str
     title: str
-    repeats: bool
-    value_type: str | None  # None for a complex extension
     definition: str
+    repeats: bool = False
+    value_type: str | None = "string"  # None for a complex extension
     parts: tuple[Part, ...] = ()
 
 
@@ -121,7 +121,6 @@ DEFINITIONS: tuple[ExtensionDefinition, ...] = (
         id=SCREENING_DATE,
         name="ScreeningDate",
         title="MEDCARE screening date (as of)",
-        repeats=False,
         value_type="date",
         definition=(
             "The as_of date of the screen that produced the stored result: the date the rules "
@@ -132,23 +131,18 @@ DEFINITIONS: tuple[ExtensionDefinition, ...] = (
         id=RULES_VERSION,
         name="RulesVersion",
         title="MEDCARE rules version",
-        repeats=False,
-        value_type="string",
         definition="The version of the eligibility rules and mappings (e.g. medcare-1).",
     ),
     ExtensionDefinition(
         id=SOFTWARE_VERSION,
         name="SoftwareVersion",
         title="MEDCARE Screen software version",
-        repeats=False,
-        value_type="string",
         definition="The version of MEDCARE Screen that produced the stored result.",
     ),
     ExtensionDefinition(
         id=PATIENT_TYPE,
         name="PatientType",
         title="MEDCARE patient type",
-        repeats=False,
         value_type="integer",
         definition=(
             "The patient type (1 or 2) from the systemic-therapy criterion; absent when it "
@@ -159,7 +153,6 @@ DEFINITIONS: tuple[ExtensionDefinition, ...] = (
         id=STRATA,
         name="Strata",
         title="MEDCARE stratification factors",
-        repeats=False,
         value_type=None,
         definition=(
             "The stratification factors of criteria.md §7. A factor that could not be "
@@ -212,7 +205,6 @@ DEFINITIONS: tuple[ExtensionDefinition, ...] = (
         name="ScreeningNote",
         title="MEDCARE screening note",
         repeats=True,
-        value_type="string",
         definition=(
             "A problem met while reading the patient's record (e.g. a resource that did not "
             "parse), one per note."
@@ -222,8 +214,6 @@ DEFINITIONS: tuple[ExtensionDefinition, ...] = (
         id=FINGERPRINT,
         name="ResultFingerprint",
         title="MEDCARE result fingerprint",
-        repeats=False,
-        value_type="string",
         definition=(
             "sha256:<hex> of the canonical JSON of the result without as_of and software "
             "version. Equal fingerprints mean equal results, so a re-screen with an unchanged "
