@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,23 +23,10 @@ from service.errors import SourceUnavailable
 from service.fhir.cohort_search import SearchNotAllowed
 from service.fhir.errors import FhirError
 from service.settings import DEFAULT_RUN_SEARCH_PARAMS
-from service.store import Store, create_store
+from service.store import Store
 from tests.unit.store.helpers import Clock
 
 PROSTATE = "Patient?_has:Condition:patient:code=http://snomed.info/sct|399068003&gender=male"
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    store = create_store(f"sqlite:///{tmp_path / 'cohorts.sqlite3'}", clock=clock)
-    store.migrate()
-    yield store
-    store.close()
 
 
 class FakeSource:

@@ -4,10 +4,8 @@ automatic result, append-only, each write naming the version it was based on."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,24 +23,12 @@ from service.dispositions import (
 )
 from service.mapping.load import load_mappings
 from service.screening.result import ScreenResult
-from service.store.repository import Store, create_store
+from service.store.repository import Store
 from service.writeback.fingerprint import fingerprint as written_fingerprint
 from service.writeback.subject import DISPOSITION_STATUS, build_research_subject, subject_status
+from tests.unit.conftest import StoreFactory
 from tests.unit.store.helpers import STUDY, Clock, body, save
 from tests.unit.writeback.sample import RESEARCH_SUBJECT_STATUSES, make_result
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Iterator[Store]:
-    store = create_store(f"sqlite:///{tmp_path / 'review.sqlite3'}", clock=clock)
-    store.migrate()
-    yield store
-    store.close()
 
 
 @pytest.fixture
@@ -186,9 +172,9 @@ def test_the_research_subject_carries_the_disposition_s_status() -> None:
 
 
 def test_two_writers_from_the_same_version_one_wins_the_other_is_told(
-    tmp_path: Path, store: Store, clock: Clock
+    store: Store, reopen: StoreFactory
 ) -> None:
-    other = create_store(f"sqlite:///{tmp_path / 'review.sqlite3'}", clock=clock)
+    other = reopen()  # a second Store on the same database, as a second process would be
     barrier = threading.Barrier(2)
 
     def write(reviews: Reviews, code: str) -> str:
@@ -202,7 +188,6 @@ def test_two_writers_from_the_same_version_one_wins_the_other_is_told(
     with ThreadPoolExecutor(2) as pool:
         outcomes = sorted(pool.map(write, [Reviews(store, STUDY), Reviews(other, STUDY)],
                                    ["contacted", "deferred"]))  # fmt: skip
-    other.close()
     assert outcomes == ["recorded", "stale"]
     assert [e.version for e in Reviews(store, STUDY).review("p1").entries] == [1]
 

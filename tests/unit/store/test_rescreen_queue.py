@@ -15,7 +15,7 @@ from service.runtime import Runtime
 from service.settings import settings_from_env
 from service.store.models import RescreenJob, StoredResult
 from service.store.repository import Store
-from tests.unit.store.conftest import StoreFactory
+from tests.unit.conftest import StoreFactory
 from tests.unit.store.helpers import STUDY, Clock
 
 

@@ -1,4 +1,4 @@
-"""Store fixtures on a SQLite file: the embedded default, no server needed."""
+"""Store fixtures for the unit tests on a SQLite file: the embedded default, no server needed."""
 
 from __future__ import annotations
 
