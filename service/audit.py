@@ -194,6 +194,11 @@ class FhirAuditSink:
         """Wait until every queued entry was tried (tests)."""
         self._queue.join()
 
+    @property
+    def running(self) -> bool:
+        """Whether the writing thread is still alive (it ends at `close`)."""
+        return self._thread.is_alive()
+
 
 def record_look(action: str, patients: list[str], status: int) -> AuditEntry | None:
     """Append one entry for the current request; None when the store failed (logged)."""
